@@ -1,0 +1,304 @@
+//! The wasmtime engine every plugin runs on, the imports it links, and the
+//! state of one plugin call.
+//!
+//! One [`Runtime`] per process: one `Engine` (component model, fuel,
+//! epoch interruption, pooling allocator), one epoch ticker thread, one
+//! `Linker` holding WASI and the host's `log` and `config` imports.
+
+use crate::limits::Limits;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "triggerfish:user-pool/every-trigger",
+    });
+}
+
+use bindings::triggerfish::host::{config, log};
+
+/// How often the epoch ticks. A running plugin yields to the async runtime
+/// at every tick, and a chain overshoots its budget by at most about one.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Largest stack a plugin's WebAssembly may use before it traps with
+/// "stack overflow".
+pub const MAX_WASM_STACK: usize = 1 << 20;
+
+/// Bytes of a plugin's stderr kept to explain a trap (a Rust panic message).
+const STDERR_KEPT: usize = 4 * 1024;
+
+/// Process-wide settings of the engine.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Plugin instances alive at once across all tenants; the pooling
+    /// allocator reserves this many slots up front.
+    pub max_instances: u32,
+    /// The most linear memory any tenant may give one instance.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_instances: 256,
+            max_memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The engine, its linker and the epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    config: RuntimeConfig,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let engine = Engine::new(&engine_config(&config))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+        config::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("triggerfish-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            config,
+            stop_ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<CallState> {
+        &self.linker
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_config(runtime: &RuntimeConfig) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // Component-model async is not part of the contract; leaving its
+    // bookkeeping out of every store makes calls cheaper.
+    config.concurrency_support(false);
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config.async_stack_size(MAX_WASM_STACK + (512 << 10));
+    // Traps are reported by kind and message; frame lists would only cost
+    // time on the error path.
+    config.wasm_backtrace_max_frames(None);
+
+    let instances = runtime.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances);
+    pool.total_stacks(instances);
+    // A Rust component is a main module plus a few small adapter modules.
+    pool.max_core_instances_per_component(16);
+    pool.total_core_instances(instances.saturating_mul(8));
+    pool.max_memories_per_component(2);
+    pool.total_memories(instances.saturating_mul(2));
+    pool.max_tables_per_component(8);
+    pool.total_tables(instances.saturating_mul(8));
+    pool.table_elements(crate::limits::DEFAULT_TABLE_ELEMENTS.max(50_000));
+    pool.max_memory_size(runtime.max_memory_bytes as usize);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// The configuration values a plugin reads through its `config` import.
+pub type PluginConfig = BTreeMap<String, String>;
+
+/// Log bytes left for one invocation, shared by the plugins of its chain.
+#[derive(Debug)]
+pub struct LogBudget {
+    left: AtomicU64,
+    truncated: AtomicBool,
+}
+
+impl LogBudget {
+    pub fn new(bytes: u64) -> Arc<LogBudget> {
+        Arc::new(LogBudget {
+            left: AtomicU64::new(bytes),
+            truncated: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes `bytes` from the budget; false when there is not enough left.
+    fn take(&self, bytes: u64) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+}
+
+/// The state of one plugin call: a fresh one per call, dropped with it.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+    limiter: CallLimiter,
+    config: Arc<PluginConfig>,
+    log_budget: Arc<LogBudget>,
+    /// Epoch ticks during which this call was running: its CPU time,
+    /// roughly, as opposed to the wall time it waited.
+    pub(crate) running_ticks: u32,
+}
+
+impl CallState {
+    pub fn new(
+        limits: &Limits,
+        config: Arc<PluginConfig>,
+        log_budget: Arc<LogBudget>,
+    ) -> CallState {
+        let stderr = MemoryOutputPipe::new(STDERR_KEPT);
+        // No preopened directories, no environment, no arguments, no
+        // network: a plugin sees only what the contract gives it.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        CallState {
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+            limiter: CallLimiter {
+                memory_bytes: limits.memory_bytes,
+                table_elements: limits.table_elements,
+                memory_refused: false,
+            },
+            config,
+            log_budget,
+            running_ticks: 0,
+        }
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut CallLimiter {
+        &mut self.limiter
+    }
+
+    /// Whether this call asked for more memory than its limit allows.
+    pub(crate) fn limiter_memory_refused(&self) -> bool {
+        self.limiter.memory_refused
+    }
+
+    /// The last line the plugin wrote to stderr (a Rust panic message ends
+    /// up there), if any.
+    pub fn last_stderr_line(&self) -> Option<String> {
+        let contents = self.stderr.contents();
+        let text = String::from_utf8_lossy(&contents);
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note:"))
+            .last()
+            .map(str::to_owned)
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Holds one instance to its tenant's memory and table limits, and
+/// remembers a refused memory growth so a trap that follows is reported as
+/// `out-of-memory` rather than a plain trap.
+pub struct CallLimiter {
+    memory_bytes: u64,
+    table_elements: usize,
+    pub(crate) memory_refused: bool,
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired as u64 <= self.memory_bytes;
+        if !allowed {
+            self.memory_refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements)
+    }
+}
+
+impl log::Host for CallState {
+    fn write(&mut self, level: log::Level, message: String) {
+        if !self.log_budget.take(message.len() as u64) {
+            if !self.log_budget.truncated.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "plugin", "log budget of this invocation used up; further plugin log lines are dropped");
+            }
+            return;
+        }
+        // The call's span carries tenant, plugin and trigger.
+        match level {
+            log::Level::Trace => tracing::trace!(target: "plugin", "{message}"),
+            log::Level::Debug => tracing::debug!(target: "plugin", "{message}"),
+            log::Level::Info => tracing::info!(target: "plugin", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "plugin", "{message}"),
+            log::Level::Error => tracing::error!(target: "plugin", "{message}"),
+        }
+    }
+}
+
+impl config::Host for CallState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+
+    fn keys(&mut self) -> Vec<String> {
+        self.config.keys().cloned().collect()
+    }
+}

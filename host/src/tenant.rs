@@ -1,0 +1,331 @@
+//! Tenants: a folder of plugins and an optional `tenant.toml`.
+//!
+//! ```text
+//! plugins/                  the plugins folder (`--plugins-dir`)
+//!   demo/                   a tenant: a plain identifier
+//!     tenant.toml           optional settings
+//!     10-email-deny-list.wasm
+//!     20-add-to-group.wasm  run after 10-…: chains run in file-name order
+//! ```
+
+use crate::limits::{Limits, LimitsConfig};
+use crate::plugin::Plugin;
+use crate::runtime::{PluginConfig, Runtime};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The name of a tenant's settings file inside its folder.
+pub const TENANT_FILE: &str = "tenant.toml";
+
+/// Whether `name` can name a tenant: 1 to 64 ASCII letters, digits, `-` or
+/// `_`, starting with a letter or digit. Anything else (dots, slashes,
+/// spaces) is refused, so a name can never reach outside the plugins folder.
+pub fn is_tenant_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `tenant.toml`. Unknown keys are errors, so a typo does not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TenantFile {
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Settings per plugin, keyed by file stem (`10-email-deny-list`).
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginFile>,
+}
+
+/// How requests for this tenant authenticate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// SHA-256 hashes of the tenant's API keys, as `sha256:<hex>` (see
+    /// `triggerfish hash-key`). Keys themselves are never stored.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Requests need `Authorization: Bearer <key>` with one of the keys;
+    /// with no keys configured every request is refused.
+    #[default]
+    Keys,
+    /// No authentication: for local development only.
+    None,
+}
+
+/// One plugin's settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginFile {
+    /// Values the plugin reads through its `config` import.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Like `config`, read the same way, but never logged or listed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Overrides of the tenant's per-call limits for this plugin.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// A config value: a string, number or boolean, or a list of them (handed
+/// to the plugin joined with commas).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    Scalar(Scalar),
+    List(Vec<Scalar>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::String(s) => f.write_str(s),
+            Scalar::Integer(n) => write!(f, "{n}"),
+            Scalar::Float(n) => write!(f, "{n}"),
+            Scalar::Boolean(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl ConfigValue {
+    fn to_config_string(&self) -> String {
+        match self {
+            ConfigValue::Scalar(s) => s.to_string(),
+            ConfigValue::List(items) => items
+                .iter()
+                .map(Scalar::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+impl TenantFile {
+    pub fn parse(text: &str) -> Result<TenantFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+}
+
+/// A plugin's settings, resolved.
+#[derive(Debug, Default)]
+pub struct PluginSettings {
+    pub config: Arc<PluginConfig>,
+    pub limits: Limits,
+}
+
+/// A plugin file that could not be loaded, and why.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    /// The file stem, like a loaded plugin's name.
+    pub plugin: String,
+    pub error: String,
+}
+
+/// A loaded tenant: its chain and its settings.
+#[derive(Debug, Default)]
+pub struct Tenant {
+    pub name: String,
+    pub auth: AuthConfig,
+    /// The tenant's limits (chain budget, attempts, and the defaults of
+    /// its plugins' per-call limits).
+    pub limits: Limits,
+    /// Loaded plugins, in file-name order.
+    pub plugins: Vec<Arc<Plugin>>,
+    /// Plugin files that failed to load. While any is here the tenant's
+    /// events fail with `no-handler`: a chain missing a step must not run.
+    pub failures: Vec<LoadFailure>,
+    /// An error in `tenant.toml`, if any. The tenant then serves nothing.
+    pub settings_error: Option<String>,
+    plugin_settings: BTreeMap<String, PluginSettings>,
+    default_settings: PluginSettings,
+}
+
+impl Tenant {
+    /// Loads a tenant folder. Never fails as a whole: each plugin that
+    /// cannot be loaded is listed in `failures`, with its reason.
+    pub async fn load(runtime: &Arc<Runtime>, name: &str, dir: &Path) -> Tenant {
+        let mut tenant = Tenant {
+            name: name.to_owned(),
+            ..Tenant::default()
+        };
+        let file = match read_tenant_file(dir) {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::error!(tenant = name, %error, "tenant.toml refused");
+                tenant.failures.push(LoadFailure {
+                    plugin: TENANT_FILE.to_owned(),
+                    error: error.clone(),
+                });
+                tenant.settings_error = Some(error);
+                return tenant;
+            }
+        };
+        tenant.apply(file);
+
+        for (stem, path) in wasm_files(dir) {
+            let limits = tenant.settings_for(&stem).limits.clone();
+            let loaded = match std::fs::read(&path) {
+                Ok(bytes) => Plugin::load(runtime, &stem, bytes, &limits)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            };
+            match loaded {
+                Ok(plugin) => {
+                    tracing::info!(tenant = name, plugin = %stem, triggers = ?plugin.triggers().collect::<Vec<_>>(), hash = %&plugin.hash[..12], "plugin loaded");
+                    tenant.plugins.push(Arc::new(plugin));
+                }
+                Err(error) => {
+                    tracing::error!(tenant = name, plugin = %stem, %error, "plugin refused");
+                    tenant.failures.push(LoadFailure {
+                        plugin: stem,
+                        error,
+                    });
+                }
+            }
+        }
+        for stem in tenant.plugin_settings.keys() {
+            let known = tenant.plugins.iter().any(|p| &p.name == stem)
+                || tenant.failures.iter().any(|f| &f.plugin == stem);
+            if !known {
+                tracing::warn!(tenant = name, plugin = %stem, "tenant.toml has settings for a plugin that is not in the folder");
+            }
+        }
+        tenant
+    }
+
+    fn apply(&mut self, file: TenantFile) {
+        self.limits = file.limits.over(&Limits::default());
+        self.auth = file.auth;
+        self.default_settings = PluginSettings {
+            config: Arc::default(),
+            limits: self.limits.clone(),
+        };
+        for (stem, plugin) in file.plugins {
+            let mut config: PluginConfig = plugin
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_config_string()))
+                .collect();
+            config.extend(plugin.secrets);
+            self.plugin_settings.insert(
+                stem,
+                PluginSettings {
+                    config: Arc::new(config),
+                    limits: plugin.limits.over(&self.limits),
+                },
+            );
+        }
+    }
+
+    /// The settings of the plugin with this file stem (the tenant's
+    /// defaults when `tenant.toml` names it not).
+    pub fn settings_for(&self, plugin: &str) -> &PluginSettings {
+        self.plugin_settings
+            .get(plugin)
+            .unwrap_or(&self.default_settings)
+    }
+}
+
+fn read_tenant_file(dir: &Path) -> Result<TenantFile, String> {
+    let path = dir.join(TENANT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => TenantFile::parse(&text).map_err(|e| format!("{TENANT_FILE}: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TenantFile::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The `.wasm` files of a tenant folder, by file stem, in file-name order.
+/// Links are not followed: a plugin must be a regular file in the folder.
+pub fn wasm_files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(String, std::path::PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|e| {
+            let path = e.path();
+            let is_wasm = path.extension().and_then(|x| x.to_str()) == Some("wasm");
+            let stem = path.file_stem()?.to_str()?.to_owned();
+            is_wasm.then_some((stem, path))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_are_plain_identifiers() {
+        for good in ["demo", "acme-1", "a_b", "X"] {
+            assert!(is_tenant_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "-x",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_tenant_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let error = TenantFile::parse("[limits]\nfuell = 3\n").unwrap_err();
+        assert!(error.contains("fuell"), "{error}");
+        let error = TenantFile::parse("[auth]\nmode = \"open\"\n").unwrap_err();
+        assert!(error.contains("open"), "{error}");
+    }
+
+    #[test]
+    fn plugin_settings_inherit_tenant_limits() {
+        let file = TenantFile::parse(
+            "[limits]\nfuel = 10\ntimeout-ms = 100\n\
+             [plugins.10-a.config]\ndomains = [\"a.test\", \"b.test\"]\n\
+             [plugins.10-a.limits]\nmemory-mib = 2\n",
+        )
+        .unwrap();
+        let mut tenant = Tenant::default();
+        tenant.apply(file);
+        let a = tenant.settings_for("10-a");
+        assert_eq!(
+            a.config.get("domains").map(String::as_str),
+            Some("a.test,b.test")
+        );
+        assert_eq!(a.limits.fuel, 10);
+        assert_eq!(a.limits.memory_bytes, 2 << 20);
+        assert_eq!(tenant.settings_for("20-b").limits.fuel, 10);
+    }
+}

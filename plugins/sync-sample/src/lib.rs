@@ -1,0 +1,52 @@
+//! SyncTrigger: Cognito's sample sync handler. Modifies `SampleKey1`,
+//! removes `SampleKey2`, and adds `SampleKey3` when it is not there.
+
+triggerfish_sdk::bindings!("triggerfish:sync/sync-plugin@0.1.0");
+
+use exports::triggerfish::sync::sync_trigger::{DatasetRecord, DatasetRecords, Event, Guest, Op};
+
+struct SyncSample;
+
+impl Guest for SyncSample {
+    fn handle(event: Event, records: DatasetRecords) -> Result<DatasetRecords, String> {
+        triggerfish_sdk::debug!(
+            "sync of dataset {} for {}",
+            event.dataset_name,
+            event.identity_id
+        );
+        let mut changes = Vec::new();
+        for (key, record) in &records {
+            match key.as_str() {
+                "SampleKey1" => changes.push((
+                    key.clone(),
+                    DatasetRecord {
+                        new_value: Some("ModifyValue1".into()),
+                        op: Op::Replace,
+                        ..record.clone()
+                    },
+                )),
+                "SampleKey2" => changes.push((
+                    key.clone(),
+                    DatasetRecord {
+                        op: Op::Remove,
+                        ..record.clone()
+                    },
+                )),
+                _ => {}
+            }
+        }
+        if !records.iter().any(|(key, _)| key == "SampleKey3") {
+            changes.push((
+                "SampleKey3".into(),
+                DatasetRecord {
+                    old_value: None,
+                    new_value: Some("ModifyValue3".into()),
+                    op: Op::Replace,
+                },
+            ));
+        }
+        Ok(changes)
+    }
+}
+
+export!(SyncSample);

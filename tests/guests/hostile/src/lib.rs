@@ -1,0 +1,63 @@
+//! Test guest: a PreSignUp plugin that misbehaves as config `mode` says.
+
+triggerfish_sdk::bindings!("../../../wit", "triggerfish:user-pool/pre-sign-up-plugin");
+
+use exports::triggerfish::user_pool::pre_sign_up::{Context, Guest, Request, Response};
+use std::hint::black_box;
+
+struct Hostile;
+
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let frame = black_box([depth; 64]);
+    recurse(depth + 1) + frame[0]
+}
+
+impl Guest for Hostile {
+    fn handle(_: Context, _: Request, response: Response) -> Result<Response, String> {
+        let mode = triggerfish_sdk::config::require("mode")?;
+        match mode.as_str() {
+            // Burns fuel as fast as it can.
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = black_box(n.wrapping_add(1));
+                }
+            }
+            // Waits in the host, where fuel and epochs do not reach.
+            "sleep" => loop {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            },
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    black_box(&hoard);
+                }
+            }
+            "recurse" => Err(format!("{}", recurse(0))),
+            "panic" => panic!("the hostile plugin panicked on purpose"),
+            "huge-output" => Err("x".repeat(8 << 20)),
+            "log-flood" => {
+                for i in 0..100_000 {
+                    triggerfish_sdk::info!("flood line {i}");
+                }
+                Ok(response)
+            }
+            "read-env" => match std::env::var("HOME") {
+                Ok(home) => Err(format!("read HOME={home}")),
+                Err(_) => Ok(response),
+            },
+            "read-file" => match std::fs::read_to_string("/etc/passwd") {
+                Ok(_) => Err("read /etc/passwd".into()),
+                Err(_) => Ok(response),
+            },
+            "ok" => Ok(response),
+            other => Err(format!("unknown mode {other}")),
+        }
+    }
+}
+
+export!(Hostile);

@@ -453,7 +453,10 @@ impl Call<'_> {
                 Ok(Ok(ok))
             }
             Val::Result(Err(Some(message))) => match *message {
-                Val::String(message) => Ok(Err(message)),
+                Val::String(message) => {
+                    self.check_output(&Val::String(message.clone()))?;
+                    Ok(Err(message))
+                }
                 other => Err(CallFailure::new(
                     ErrorKind::InvalidOutput,
                     format!("the error is not a string: {other:?}"),
@@ -522,6 +525,13 @@ impl Call<'_> {
                 format!("the plugin used up its fuel ({} units)", self.limits.fuel),
             ),
             Trap::Interrupt => self.timeout(state),
+            Trap::StackOverflow => CallFailure::new(
+                ErrorKind::Trap,
+                format!(
+                    "the plugin trapped: stack overflow (its WebAssembly stack is limited to {} KiB)",
+                    crate::runtime::MAX_WASM_STACK >> 10
+                ),
+            ),
             trap => {
                 let mut message = format!("the plugin trapped: {trap}");
                 if let Some(line) = state.last_stderr_line() {

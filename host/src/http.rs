@@ -141,6 +141,7 @@ async fn read_event(headers: &HeaderMap, body: Body) -> Result<Value, RequestErr
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        discard(body).await;
         return Err(too_large());
     }
     let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
@@ -153,6 +154,20 @@ async fn read_event(headers: &HeaderMap, body: Body) -> Result<Value, RequestErr
             format!("the body is not valid JSON: {e}"),
         )
     })
+}
+
+/// Reads and drops a refused body, up to a bound, so the client gets to
+/// read the 413 instead of a connection reset mid-upload.
+async fn discard(mut body: Body) {
+    use http_body_util::BodyExt;
+    const DISCARD_LIMIT: usize = 16 * MAX_BODY_BYTES;
+    let mut seen = 0;
+    while seen <= DISCARD_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
 }
 
 /// Splits an invocation error into a chain that failed, or an event that

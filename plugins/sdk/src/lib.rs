@@ -106,6 +106,14 @@ pub mod config {
         })
     }
 
+    /// Whether `key` is set to `true`, `yes` or `1`.
+    pub fn flag(key: &str) -> bool {
+        matches!(
+            imports::get(key).as_deref().map(str::trim),
+            Some("true" | "yes" | "1")
+        )
+    }
+
     /// A comma-separated value (or a TOML list) as its items, trimmed,
     /// without empty ones.
     pub fn list(key: &str) -> Vec<String> {

@@ -7,12 +7,19 @@ use std::hint::black_box;
 
 struct Hostile;
 
-fn recurse(depth: u64) -> u64 {
+/// Recursion that uses the WebAssembly stack itself (no locals in linear
+/// memory), and that no optimisation turns into a loop: each level applies
+/// an opaque function to the result of the next.
+#[inline(never)]
+fn recurse(depth: u64, step: fn(u64) -> u64) -> u64 {
     if depth == u64::MAX {
         return 0;
     }
-    let frame = black_box([depth; 64]);
-    recurse(depth + 1) + frame[0]
+    step(recurse(depth + 1, step))
+}
+
+fn flip(x: u64) -> u64 {
+    x ^ 1
 }
 
 impl Guest for Hostile {
@@ -37,7 +44,7 @@ impl Guest for Hostile {
                     black_box(&hoard);
                 }
             }
-            "recurse" => Err(format!("{}", recurse(0))),
+            "recurse" => Err(format!("{}", recurse(0, black_box(flip as fn(u64) -> u64)))),
             "panic" => panic!("the hostile plugin panicked on purpose"),
             "huge-output" => Err("x".repeat(8 << 20)),
             "log-flood" => {

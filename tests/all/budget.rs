@@ -1,0 +1,128 @@
+//! Budgets and hostile plugins: each failure ends with its kind, within
+//! its budget, and the host goes on serving.
+
+use crate::common::*;
+use std::time::{Duration, Instant};
+use triggerfish::chain::{self, ErrorKind};
+
+/// One tenant per misbehaviour, each running the hostile guest, plus a
+/// well-behaved tenant to check the host is still fine afterwards.
+fn hostile_dir(modes: &[(&str, &str)]) -> PluginsDir {
+    let dir = PluginsDir::new();
+    for (mode, limits) in modes {
+        dir.plugin(mode, "10-hostile.wasm", guests::HOSTILE)
+            .settings(
+                mode,
+                &format!("[limits]\n{limits}\n[plugins.10-hostile.config]\nmode = \"{mode}\"\n"),
+            );
+    }
+    dir.plugin("good", "10-email-deny-list.wasm", guests::EMAIL_DENY_LIST)
+        .settings(
+            "good",
+            "[plugins.10-email-deny-list.config]\ndomains = \"spam.test\"\n",
+        );
+    dir
+}
+
+async fn still_serving(host: &triggerfish::host::Host) {
+    let good = host.tenant("good").unwrap();
+    let out = chain::invoke(&good, pre_sign_up("jane@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(out["response"]["autoConfirmUser"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_plugins_end_as_timeout_or_out_of_fuel() {
+    // Overshoot allowed past the budget: one epoch tick in principle,
+    // plus scheduling on a loaded two-core CI machine.
+    const OVERSHOOT: Duration = Duration::from_millis(500);
+    let dir = hostile_dir(&[
+        (
+            "spin",
+            "fuel = 10_000_000_000_000\ntimeout-ms = 1000\nattempts = 1",
+        ),
+        ("sleep", "timeout-ms = 500\nattempts = 1"),
+    ]);
+    let host = host(&dir).await;
+
+    // A loop with fuel to spare runs into the wall-clock budget.
+    let started = Instant::now();
+    let error = chain_error(&host.tenant("spin").unwrap(), pre_sign_up("a@b.test")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1000) + OVERSHOOT,
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        error.cognito_message(),
+        "PreSignUp failed with error the chain did not finish within 1000 ms."
+    );
+    still_serving(&host).await;
+
+    // Sleeping in a host call is cut off too.
+    let started = Instant::now();
+    let error = chain_error(&host.tenant("sleep").unwrap(), pre_sign_up("a@b.test")).await;
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(started.elapsed() < Duration::from_millis(500) + OVERSHOOT);
+    still_serving(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tight_loop_runs_out_of_fuel_and_is_not_retried() {
+    let dir = hostile_dir(&[("spin", "fuel = 20_000_000")]);
+    let host = host(&dir).await;
+    let error = chain_error(&host.tenant("spin").unwrap(), pre_sign_up("a@b.test")).await;
+    assert_eq!(error.kind, ErrorKind::OutOfFuel, "{error}");
+    assert_eq!(error.attempts, 1, "running out of fuel is deterministic");
+    assert!(error.message.contains("20000000"), "{}", error.message);
+    still_serving(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_with_their_kind() {
+    let dir = hostile_dir(&[
+        ("memory", "memory-mib = 16"),
+        ("recurse", ""),
+        ("panic", ""),
+        ("huge-output", "output-kib = 64"),
+    ]);
+    let host = host(&dir).await;
+    let cases = [
+        ("memory", ErrorKind::OutOfMemory, "16 MiB"),
+        ("recurse", ErrorKind::Trap, "stack overflow"),
+        (
+            "panic",
+            ErrorKind::Trap,
+            "the hostile plugin panicked on purpose",
+        ),
+        ("huge-output", ErrorKind::InvalidOutput, "65536 bytes"),
+    ];
+    for (mode, kind, words) in cases {
+        let tenant = host.tenant(mode).unwrap();
+        let error = chain_error(&tenant, pre_sign_up("a@b.test")).await;
+        assert_eq!(error.kind, kind, "{mode}: {error}");
+        assert!(error.message.contains(words), "{mode}: {}", error.message);
+        assert_eq!(error.plugin.as_deref(), Some("10-hostile"));
+        // The same plugin fails the same way next time: no state is left over.
+        let again = chain_error(&tenant, pre_sign_up("a@b.test")).await;
+        assert_eq!(again.kind, kind, "{mode} again");
+        still_serving(&host).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_cannot_reach_files_or_environment_and_logs_are_capped() {
+    let dir = hostile_dir(&[
+        ("read-env", ""),
+        ("read-file", ""),
+        ("log-flood", "log-kib = 4"),
+    ]);
+    let host = host(&dir).await;
+    for mode in ["read-env", "read-file", "log-flood"] {
+        let out = chain::invoke(&host.tenant(mode).unwrap(), pre_sign_up("a@b.test")).await;
+        assert!(out.is_ok(), "{mode}: {out:?}");
+    }
+}

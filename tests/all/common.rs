@@ -1,0 +1,115 @@
+//! Helpers shared by the tests.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use triggerfish::chain::{self, ChainError, InvokeError};
+use triggerfish::host::Host;
+use triggerfish::runtime::{Runtime, RuntimeConfig};
+use triggerfish::tenant::Tenant;
+pub use triggerfish_test_support::{guests, PluginsDir};
+
+/// An engine sized for tests: a small pool, so many tests can run at once.
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(
+        Runtime::new(RuntimeConfig {
+            max_instances: 32,
+            max_memory_bytes: 128 << 20,
+        })
+        .expect("an engine"),
+    )
+}
+
+pub async fn tenant(dir: &PluginsDir, name: &str) -> Tenant {
+    Tenant::load(&runtime(), name, &dir.tenant_dir(name)).await
+}
+
+pub async fn host(dir: &PluginsDir) -> Arc<Host> {
+    Arc::new(Host::open(runtime(), dir.path()).await.expect("a host"))
+}
+
+/// Runs an event and expects the chain to fail.
+pub async fn chain_error(tenant: &Tenant, event: Value) -> ChainError {
+    match chain::invoke(tenant, event).await {
+        Err(InvokeError::Chain(error)) => error,
+        other => panic!("expected a chain error, got {other:?}"),
+    }
+}
+
+/// The HTTP API on a loopback port, for as long as the value lives.
+pub struct Server {
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(host: Arc<Host>) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, triggerfish::http::router(host))
+                .await
+                .unwrap();
+        });
+        Server { base, task }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A PreSignUp event as Cognito sends it.
+pub fn pre_sign_up(email: &str) -> Value {
+    json!({
+        "version": "1",
+        "triggerSource": "PreSignUp_SignUp",
+        "region": "us-east-1",
+        "userPoolId": "us-east-1_EXAMPLE",
+        "userName": "jane",
+        "callerContext": {"awsSdkVersion": "aws-sdk-js-3.400.0", "clientId": "client-1"},
+        "request": {
+            "userAttributes": {"email": email, "name": "Jane"},
+            "validationData": null,
+            "clientMetadata": {"source": "web"}
+        },
+        "response": {"autoConfirmUser": false, "autoVerifyEmail": false, "autoVerifyPhone": false}
+    })
+}
+
+/// An event with what every user pool trigger requires, for `source`.
+pub fn user_pool_event(version: &str, source: &str) -> Value {
+    json!({
+        "version": version,
+        "triggerSource": source,
+        "region": "eu-west-1",
+        "userPoolId": "eu-west-1_EXAMPLE",
+        "userName": "jane",
+        "callerContext": {"awsSdkVersion": "aws-sdk-unknown", "clientId": "client-1"},
+        "request": {
+            "userAttributes": {"email": "jane@example.com"},
+            "challengeName": "CUSTOM_CHALLENGE",
+            "challengeAnswer": "42",
+            "codeParameter": "{####}",
+            "type": "customEmailSenderRequestV1"
+        },
+        "response": {}
+    })
+}
+
+/// The SyncTrigger event of the Cognito Sync documentation.
+pub fn sync_event() -> Value {
+    json!({
+        "version": 2,
+        "eventType": "SyncTrigger",
+        "region": "us-east-1",
+        "identityPoolId": "identityPoolId",
+        "identityId": "identityId",
+        "datasetName": "datasetName",
+        "datasetRecords": {
+            "SampleKey1": {"oldValue": "oldValue1", "newValue": "newValue1", "op": "replace"},
+            "SampleKey2": {"oldValue": "oldValue2", "newValue": "newValue2", "op": "replace"}
+        }
+    })
+}

@@ -1,0 +1,31 @@
+"""Invokes a Triggerfish tenant through boto3's Lambda client, as an AWS SDK
+user (or a Cognito emulator) would, and prints what came back as JSON.
+
+usage: lambda_client.py ENDPOINT FUNCTION EVENT_JSON
+"""
+import json
+import sys
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint, function, event = sys.argv[1], sys.argv[2], sys.argv[3]
+client = boto3.client(
+    "lambda",
+    endpoint_url=endpoint,
+    region_name="us-east-1",
+    aws_access_key_id="AKIDEXAMPLE",
+    aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    config=Config(retries={"max_attempts": 1}),
+)
+try:
+    answer = client.invoke(FunctionName=function, Payload=event.encode())
+except ClientError as error:
+    print(json.dumps({"error": error.response["Error"]["Code"]}))
+    sys.exit(0)
+print(json.dumps({
+    "status": answer["StatusCode"],
+    "functionError": answer.get("FunctionError"),
+    "payload": json.loads(answer["Payload"].read()),
+}))

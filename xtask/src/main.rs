@@ -1,0 +1,79 @@
+//! `cargo xtask <task>`: project tasks that need nothing but Cargo.
+//!
+//! - `build-plugins`: build every guest for wasm32-wasip2.
+//! - `demo [--listen ADDR]`: build the plugins, lay out a `demo` tenant in
+//!   `target/demo/`, and serve it.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use xtask::{build_guests, workspace_root, Guest};
+
+/// The demo tenant's chain: (file name in the tenant folder, package).
+const DEMO_CHAIN: &[(&str, &str)] = &[
+    ("10-email-deny-list.wasm", "email-deny-list"),
+    ("20-email-allow-list.wasm", "email-allow-list"),
+    ("50-sync-sample.wasm", "sync-sample"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build-plugins") => build_guests().map(|guests| {
+            for guest in guests {
+                println!("{}", guest.wasm.display());
+            }
+        }),
+        Some("demo") => demo(&args[1..]),
+        _ => Err("usage: cargo xtask build-plugins | demo [--listen ADDR]".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    let listen = match args {
+        [] => "127.0.0.1:8080".to_owned(),
+        [flag, addr] if flag == "--listen" => addr.clone(),
+        _ => return Err("usage: cargo xtask demo [--listen ADDR]".to_owned()),
+    };
+    let guests = build_guests()?;
+    let plugins_dir = workspace_root().join("target").join("demo");
+    lay_out_demo(&guests, &plugins_dir.join("demo"))?;
+    println!("demo tenant ready in {}", plugins_dir.display());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["run", "-p", "triggerfish", "--", "serve", "--plugins-dir"])
+        .arg(&plugins_dir)
+        .args(["--listen", &listen])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "the host exited with an error".to_owned())
+}
+
+fn lay_out_demo(guests: &[Guest], tenant_dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(tenant_dir).map_err(|e| e.to_string())?;
+    for (file, package) in DEMO_CHAIN {
+        let guest = guests
+            .iter()
+            .find(|g| g.package == *package)
+            .ok_or_else(|| format!("no guest crate {package}"))?;
+        std::fs::copy(&guest.wasm, tenant_dir.join(file))
+            .map_err(|e| format!("cannot copy {}: {e}", guest.wasm.display()))?;
+    }
+    let settings = workspace_root()
+        .join("xtask")
+        .join("demo")
+        .join("tenant.toml");
+    std::fs::copy(&settings, tenant_dir.join("tenant.toml"))
+        .map_err(|e| format!("cannot copy {}: {e}", settings.display()))?;
+    Ok(())
+}

@@ -3,6 +3,8 @@
 //! - `build-plugins`: build every guest for wasm32-wasip2.
 //! - `demo [--listen ADDR]`: build the plugins, lay out a `demo` tenant in
 //!   `target/demo/`, and serve it.
+//! - `demo-plugins`: build the plugins and lay out the demo tenant again
+//!   (a running demo host picks them up).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -24,7 +26,12 @@ fn main() -> ExitCode {
             }
         }),
         Some("demo") => demo(&args[1..]),
-        _ => Err("usage: cargo xtask build-plugins | demo [--listen ADDR]".to_owned()),
+        Some("demo-plugins") => {
+            build_guests().and_then(|guests| lay_out_demo(&guests, &demo_dir()))
+        }
+        _ => {
+            Err("usage: cargo xtask build-plugins | demo [--listen ADDR] | demo-plugins".to_owned())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,8 +49,8 @@ fn demo(args: &[String]) -> Result<(), String> {
         _ => return Err("usage: cargo xtask demo [--listen ADDR]".to_owned()),
     };
     let guests = build_guests()?;
+    lay_out_demo(&guests, &demo_dir())?;
     let plugins_dir = workspace_root().join("target").join("demo");
-    lay_out_demo(&guests, &plugins_dir.join("demo"))?;
     println!("demo tenant ready in {}", plugins_dir.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
@@ -59,6 +66,11 @@ fn demo(args: &[String]) -> Result<(), String> {
         .ok_or_else(|| "the host exited with an error".to_owned())
 }
 
+/// The demo tenant's folder.
+fn demo_dir() -> std::path::PathBuf {
+    workspace_root().join("target").join("demo").join("demo")
+}
+
 fn lay_out_demo(guests: &[Guest], tenant_dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(tenant_dir).map_err(|e| e.to_string())?;
     for (file, package) in DEMO_CHAIN {
@@ -66,7 +78,11 @@ fn lay_out_demo(guests: &[Guest], tenant_dir: &Path) -> Result<(), String> {
             .iter()
             .find(|g| g.package == *package)
             .ok_or_else(|| format!("no guest crate {package}"))?;
-        std::fs::copy(&guest.wasm, tenant_dir.join(file))
+        // Copy, then rename into place: a host watching the folder never
+        // sees a half-written plugin.
+        let partial = tenant_dir.join(format!(".{file}.partial"));
+        std::fs::copy(&guest.wasm, &partial)
+            .and_then(|_| std::fs::rename(&partial, tenant_dir.join(file)))
             .map_err(|e| format!("cannot copy {}: {e}", guest.wasm.display()))?;
     }
     let settings = workspace_root()

@@ -1,0 +1,28 @@
+# Triggerfish tasks. Every recipe wraps a plain command, so `just` is
+# optional: the README gives the commands themselves.
+
+# Serve the demo tenant (example plugins live) on 127.0.0.1:8080.
+run listen="127.0.0.1:8080":
+    cargo xtask demo --listen {{listen}}
+
+# Build every plugin and test guest for wasm32-wasip2 (adds the target).
+build-plugins:
+    cargo xtask build-plugins
+
+# Run the whole test suite, as CI does.
+test:
+    cargo test
+
+# Dev loop: rebuild the plugins into the running demo's folder; the host
+# picks the new builds up without a restart.
+dev:
+    cargo xtask build-plugins && cargo xtask demo-plugins
+
+# Check a component: which triggers it serves, or why it is not a plugin.
+check file:
+    cargo run -q -p triggerfish -- check {{file}}
+
+# Format and lint.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings

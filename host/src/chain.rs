@@ -255,7 +255,7 @@ pub async fn invoke(tenant: &Tenant, event: Value) -> Result<Value, InvokeError>
 }
 
 async fn run(tenant: &Tenant, trigger: Trigger, event: Value) -> Result<Value, InvokeError> {
-    if let Some(failure) = tenant.failures.first() {
+    if let Some(failure) = tenant.failures.iter().find(|f| !f.serving_previous) {
         return Err(ChainError {
             kind: ErrorKind::NoHandler,
             trigger,
@@ -276,7 +276,7 @@ async fn run(tenant: &Tenant, trigger: Trigger, event: Value) -> Result<Value, I
     let Some(first) = chain.first() else {
         return Ok(event);
     };
-    let handler = &first.handlers[&trigger];
+    let handler = &first.compiled.handlers[&trigger];
     let shape_error = |error| InvokeError::Shape { trigger, error };
     let mut attempt = 1;
     loop {
@@ -325,7 +325,7 @@ async fn run_attempt(
     let log_budget = LogBudget::new(tenant.limits.log_bytes);
     for plugin in chain {
         let settings = tenant.settings_for(&plugin.name);
-        let handler = &plugin.handlers[&trigger];
+        let handler = &plugin.compiled.handlers[&trigger];
         let call = Call {
             plugin,
             handler,
@@ -396,7 +396,7 @@ impl Call<'_> {
         );
         let started = std::time::Instant::now();
         let state = CallState::new(self.limits, self.config.clone(), self.log_budget.clone());
-        let mut store = Store::new(self.plugin.pre.engine(), state);
+        let mut store = Store::new(self.plugin.compiled.pre.engine(), state);
         store.limiter(|s| s.limiter());
         store
             .set_fuel(self.limits.fuel)
@@ -414,7 +414,12 @@ impl Call<'_> {
             let store = &mut store;
             let results = &mut results;
             let work = async move {
-                let instance = self.plugin.pre.instantiate_async(&mut *store).await?;
+                let instance = self
+                    .plugin
+                    .compiled
+                    .pre
+                    .instantiate_async(&mut *store)
+                    .await?;
                 let func = instance
                     .get_func(&mut *store, &self.handler.func)
                     .ok_or_else(|| wasmtime::format_err!("the `handle` export disappeared"))?;

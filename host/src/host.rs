@@ -1,17 +1,22 @@
 //! The host: every tenant of one plugins folder, and who may call them.
 
-use crate::plugin::content_hash;
+use crate::plugin::{content_hash, PluginLoader};
 use crate::runtime::Runtime;
 use crate::tenant::{is_tenant_name, AuthMode, Tenant};
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Every tenant found in the plugins folder.
 pub struct Host {
-    runtime: Arc<Runtime>,
+    loader: PluginLoader,
     dir: PathBuf,
-    tenants: RwLock<Arc<BTreeMap<String, Arc<Tenant>>>>,
+    /// Swapped whole on every reload: an event runs on the tenant it
+    /// started with, old or new, never on a mix.
+    tenants: ArcSwap<BTreeMap<String, Arc<Tenant>>>,
+    /// One reload at a time, so two cannot interleave their swaps.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Why a request may not reach a tenant.
@@ -40,57 +45,88 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl Host {
     /// Loads every tenant folder under `dir`.
-    pub async fn open(runtime: Arc<Runtime>, dir: &Path) -> anyhow::Result<Host> {
+    pub async fn open(loader: PluginLoader, dir: &Path) -> anyhow::Result<Host> {
         let host = Host {
-            runtime,
+            loader,
             dir: dir.to_owned(),
-            tenants: RwLock::new(Arc::default()),
+            tenants: ArcSwap::default(),
+            reloading: tokio::sync::Mutex::new(()),
         };
-        host.reload().await?;
+        host.reload_all().await?;
         Ok(host)
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+        self.loader.runtime()
     }
 
-    /// Loads all tenants again and swaps them in at once.
-    pub async fn reload(&self) -> anyhow::Result<()> {
+    /// The plugins folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Rescans the plugins folder: new tenant folders are loaded, removed
+    /// ones stop serving, and every other tenant is reloaded (files whose
+    /// bytes did not change are kept as they are).
+    pub async fn reload_all(&self) -> anyhow::Result<()> {
+        let names = self.tenant_folders()?;
+        let known: Vec<String> = self.tenants.load().keys().cloned().collect();
+        self.reload_tenants(names.into_iter().chain(known)).await;
+        Ok(())
+    }
+
+    /// The tenant folders in the plugins folder, by name.
+    fn tenant_folders(&self) -> anyhow::Result<Vec<String>> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| {
             anyhow::anyhow!("cannot read the plugins folder {}: {e}", self.dir.display())
         })?;
         let mut names = Vec::new();
         for entry in entries.filter_map(Result::ok) {
+            // Links are not followed: a tenant is a real folder here.
             if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_tenant_name(&name) {
                 names.push(name);
-            } else {
+            } else if !name.starts_with('.') {
                 tracing::warn!(folder = %name, "ignoring a folder whose name is not a plain identifier (letters, digits, - and _)");
             }
         }
-        names.sort();
-        let mut tenants = BTreeMap::new();
+        Ok(names)
+    }
+
+    /// Reloads these tenants from their folders (a tenant whose folder is
+    /// gone is removed) and swaps the result in at once.
+    pub async fn reload_tenants(&self, names: impl IntoIterator<Item = String>) {
+        let names: std::collections::BTreeSet<String> =
+            names.into_iter().filter(|n| is_tenant_name(n)).collect();
+        let _one_at_a_time = self.reloading.lock().await;
+        let mut tenants = BTreeMap::clone(&self.tenants.load());
         for name in names {
-            let tenant = Tenant::load(&self.runtime, &name, &self.dir.join(&name)).await;
+            let dir = self.dir.join(&name);
+            let is_folder = std::fs::symlink_metadata(&dir)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
+            if !is_folder {
+                if tenants.remove(&name).is_some() {
+                    tracing::info!(tenant = %name, "tenant folder removed; the tenant no longer serves");
+                }
+                continue;
+            }
+            let previous = tenants.get(&name).cloned();
+            let tenant = Tenant::load(&self.loader, &name, &dir, previous.as_deref()).await;
             tenants.insert(name, Arc::new(tenant));
         }
-        *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tenants);
-        Ok(())
+        self.tenants.store(Arc::new(tenants));
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.tenants.load().get(name).cloned()
     }
 
     pub fn tenant_count(&self) -> usize {
-        self.tenants.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.tenants.load().len()
     }
 
     /// Checks a request's bearer key (the `Authorization` header's value,
@@ -117,12 +153,7 @@ impl Host {
         if matches(tenant) {
             return Ok(());
         }
-        let tenants = self
-            .tenants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if tenants.values().any(|t| matches(t)) {
+        if self.tenants.load().values().any(|t| matches(t)) {
             Err(AuthError::WrongTenant)
         } else {
             Err(AuthError::UnknownKey)

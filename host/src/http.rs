@@ -242,19 +242,35 @@ async fn plugins(
             json!({
                 "name": p.name,
                 "triggers": p.triggers().map(|t| t.wit_name()).collect::<Vec<_>>(),
-                "hash": p.hash,
-                "size": p.size,
+                "hash": p.hash(),
+                "size": p.compiled.size,
+                "loadedAt": unix_millis(p.loaded_at),
+                "origin": p.origin.as_str(),
+                "lastError": tenant.failure_of(&p.name).map(|f| &f.error),
             })
         })
         .collect();
     let errors: Vec<Value> = tenant
         .failures
         .iter()
-        .map(|f| json!({"plugin": f.plugin, "error": f.error}))
+        .map(|f| {
+            json!({
+                "plugin": f.plugin,
+                "error": f.error,
+                "servingPrevious": f.serving_previous,
+                "at": unix_millis(f.at),
+            })
+        })
         .collect();
     Ok(Json(
         json!({"tenant": tenant.name, "plugins": plugins, "errors": errors}),
     ))
+}
+
+fn unix_millis(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Lambda's Invoke API. Request errors come back as Lambda's service

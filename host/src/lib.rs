@@ -14,3 +14,4 @@ pub mod plugin;
 pub mod runtime;
 pub mod tenant;
 pub mod trigger;
+pub mod watch;

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use triggerfish::chain::{self, InvokeError};
 use triggerfish::host::{hash_key, Host};
-use triggerfish::limits::Limits;
-use triggerfish::plugin::Plugin;
+use triggerfish::plugin::PluginLoader;
 use triggerfish::runtime::{Runtime, RuntimeConfig};
 use triggerfish::tenant::{is_tenant_name, Tenant};
+use triggerfish::watch;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,9 @@ enum Command {
         /// Address to listen on. Loopback by default; expose it on purpose.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Do not watch the folder; reload only on SIGHUP (for production).
+        #[arg(long)]
+        no_watch: bool,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -72,6 +75,14 @@ enum Command {
 
 #[derive(clap::Args)]
 struct EngineArgs {
+    /// Where compiled plugins are cached, so a restart does not compile
+    /// them again [default: $XDG_CACHE_HOME/triggerfish or ~/.cache/triggerfish].
+    /// It must be private to this user: its files are loaded as native code.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every plugin on load, with no compile cache on disk.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
     /// Plugin instances that may be alive at once, across all tenants.
     #[arg(long, default_value_t = RuntimeConfig::default().max_instances)]
     max_instances: u32,
@@ -81,15 +92,26 @@ struct EngineArgs {
 }
 
 impl EngineArgs {
-    fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+    fn loader(&self) -> anyhow::Result<PluginLoader> {
         let config = RuntimeConfig {
             max_instances: self.max_instances,
             max_memory_bytes: self.max_memory_mib << 20,
         };
-        Ok(Arc::new(
-            Runtime::new(config).context("cannot start the WebAssembly engine")?,
-        ))
+        let runtime = Runtime::new(config).context("cannot start the WebAssembly engine")?;
+        let cache_dir = match (&self.cache_dir, self.no_cache) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir.clone()),
+            (None, false) => default_cache_dir(),
+        };
+        Ok(PluginLoader::new(Arc::new(runtime), cache_dir.as_deref()))
     }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("triggerfish"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -126,9 +148,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve {
             plugins_dir,
             listen,
+            no_watch,
             engine,
         } => {
-            let host = Arc::new(Host::open(engine.runtime()?, &plugins_dir).await?);
+            let host = Arc::new(Host::open(engine.loader()?, &plugins_dir).await?);
+            let _watcher = if no_watch {
+                None
+            } else {
+                Some(watch::watch(host.clone()).context("cannot watch the plugins folder")?)
+            };
+            let _sighup = watch::reload_on_sighup(host.clone())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -160,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             };
             let event: serde_json::Value =
                 serde_json::from_str(&text).context("the event is not valid JSON")?;
-            let tenant = Tenant::load(&engine.runtime()?, &tenant, &dir).await;
+            let tenant = Tenant::load(&engine.loader()?, &tenant, &dir, None).await;
             match chain::invoke(&tenant, event).await {
                 Ok(event) => {
                     println!("{}", serde_json::to_string_pretty(&event)?);
@@ -176,21 +205,22 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Check { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let runtime = EngineArgs {
+            // Only to check: a small pool and no disk cache.
+            let config = RuntimeConfig {
                 max_instances: 4,
-                max_memory_mib: RuntimeConfig::default().max_memory_bytes >> 20,
-            }
-            .runtime()?;
+                ..RuntimeConfig::default()
+            };
+            let loader = PluginLoader::new(Arc::new(Runtime::new(config)?), None);
             let name = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match Plugin::load(&runtime, &name, bytes, &Limits::default()).await {
+            match loader.load(&name, bytes).await {
                 Ok(plugin) => {
                     println!(
                         "{}: a valid plugin (sha256 {})",
                         file.display(),
-                        plugin.hash
+                        plugin.hash()
                     );
                     for trigger in plugin.triggers() {
                         println!("  {trigger}  ({})", trigger.export_name());

@@ -10,33 +10,84 @@ use crate::limits::Limits;
 use crate::runtime::{bindings, CallState, LogBudget, Runtime};
 use crate::trigger::Trigger;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, Type};
 use wasmtime::Store;
 
-/// A loaded plugin.
+/// A plugin file of a tenant, as loaded.
 pub struct Plugin {
     /// The file stem, such as `10-email-deny-list`: its place in the chain
     /// and its key in `tenant.toml`.
     pub name: String,
+    /// The compiled component, shared by every file with the same bytes.
+    pub compiled: Arc<Compiled>,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+    /// Where the compiled code came from.
+    pub origin: Origin,
+}
+
+impl Plugin {
     /// SHA-256 of the file, hex: the version of this plugin.
-    pub hash: String,
-    /// Size of the `.wasm` file in bytes.
-    pub size: usize,
-    pub(crate) handlers: BTreeMap<Trigger, Handler>,
-    pub(crate) pre: InstancePre<CallState>,
+    pub fn hash(&self) -> &str {
+        &self.compiled.hash
+    }
+
+    /// The triggers this plugin serves.
+    pub fn triggers(&self) -> impl Iterator<Item = Trigger> + '_ {
+        self.compiled.handlers.keys().copied()
+    }
+
+    pub fn serves(&self, trigger: Trigger) -> bool {
+        self.compiled.handlers.contains_key(&trigger)
+    }
 }
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin")
             .field("name", &self.name)
-            .field("hash", &self.hash)
+            .field("hash", &self.compiled.hash)
             .field("triggers", &self.triggers().collect::<Vec<_>>())
+            .field("origin", &self.origin)
             .finish()
     }
+}
+
+/// Where a plugin's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled from the `.wasm` just now.
+    Compiled,
+    /// Read from the compile cache on disk (an earlier run compiled it).
+    DiskCache,
+    /// Already in memory: another tenant, or an earlier version of this
+    /// folder, has the same bytes.
+    Shared,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Compiled => "compiled",
+            Origin::DiskCache => "disk-cache",
+            Origin::Shared => "shared",
+        }
+    }
+}
+
+/// A component compiled, linked and validated, ready to instantiate.
+pub struct Compiled {
+    /// SHA-256 of the `.wasm` file, hex.
+    pub hash: String,
+    /// Size of the `.wasm` file in bytes.
+    pub size: usize,
+    pub(crate) handlers: BTreeMap<Trigger, Handler>,
+    pub(crate) pre: InstancePre<CallState>,
 }
 
 /// How to call one trigger's `handle` export.
@@ -85,52 +136,16 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex
 }
 
-impl Plugin {
-    /// Compiles and validates a plugin. Compilation runs on a blocking
-    /// thread, never on the async runtime.
-    pub async fn load(
-        runtime: &Arc<Runtime>,
-        name: &str,
-        bytes: Vec<u8>,
-        limits: &Limits,
-    ) -> Result<Plugin, PluginError> {
-        let hash = content_hash(&bytes);
-        let size = bytes.len();
-        let engine = runtime.engine().clone();
-        let component =
-            tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
-                .await
-                .map_err(|e| PluginError::Compile(e.to_string()))?
-                .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
-        let pre = runtime
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let handlers = handlers(runtime, &component)?;
-        let plugin = Plugin {
-            name: name.to_owned(),
-            hash,
-            size,
-            handlers,
-            pre,
-        };
-        plugin.probe(limits).await?;
-        Ok(plugin)
-    }
-
-    /// The triggers this plugin serves.
-    pub fn triggers(&self) -> impl Iterator<Item = Trigger> + '_ {
-        self.handlers.keys().copied()
-    }
-
-    pub fn serves(&self, trigger: Trigger) -> bool {
-        self.handlers.contains_key(&trigger)
-    }
-
-    /// Instantiates the plugin once, as a request would, and checks the
+impl Compiled {
+    /// Instantiates the component once, as a request would, and checks the
     /// types of every trigger export against the contract.
-    async fn probe(&self, limits: &Limits) -> Result<(), PluginError> {
-        let state = CallState::new(limits, Default::default(), LogBudget::new(limits.log_bytes));
+    async fn probe(&self) -> Result<(), PluginError> {
+        let limits = Limits::default();
+        let state = CallState::new(
+            &limits,
+            Default::default(),
+            LogBudget::new(limits.log_bytes),
+        );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s.limiter());
         store
@@ -148,7 +163,7 @@ impl Plugin {
                 )))
             }
         };
-        for trigger in self.triggers() {
+        for trigger in self.handlers.keys().copied() {
             typecheck(trigger, &self.pre, &mut store, &instance).map_err(|e| {
                 PluginError::Mismatch {
                     export: trigger.export_name(),
@@ -158,6 +173,150 @@ impl Plugin {
         }
         Ok(())
     }
+}
+
+/// Loads plugins: compiles each distinct `.wasm` once, keeps compiled code
+/// on disk so a restart does not compile again, and shares it in memory
+/// between every file with the same bytes.
+pub struct PluginLoader {
+    runtime: Arc<Runtime>,
+    /// `<cache dir>/<engine fingerprint>/`, if caching on disk.
+    disk_cache: Option<PathBuf>,
+    in_memory: Mutex<HashMap<String, Weak<Compiled>>>,
+}
+
+impl PluginLoader {
+    /// A loader with its compile cache in `cache_dir` (none: no disk cache).
+    ///
+    /// Whoever can write to the cache directory can run native code in the
+    /// host, so it must be private to the host's user; it is created 0700.
+    pub fn new(runtime: Arc<Runtime>, cache_dir: Option<&Path>) -> PluginLoader {
+        let disk_cache = cache_dir.and_then(|dir| {
+            let dir = dir.join(engine_fingerprint(runtime.engine()));
+            match create_private_dir(&dir) {
+                Ok(()) => Some(dir),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "compile cache unavailable; compiling every plugin");
+                    None
+                }
+            }
+        });
+        PluginLoader {
+            runtime,
+            disk_cache,
+            in_memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Loads one plugin file's bytes as plugin `name`. Compilation runs on
+    /// a blocking thread, never on the async runtime.
+    pub async fn load(&self, name: &str, bytes: Vec<u8>) -> Result<Plugin, PluginError> {
+        let hash = content_hash(&bytes);
+        let plugin = |compiled, origin| Plugin {
+            name: name.to_owned(),
+            compiled,
+            loaded_at: SystemTime::now(),
+            origin,
+        };
+        if let Some(compiled) = self.shared(&hash) {
+            return Ok(plugin(compiled, Origin::Shared));
+        }
+        let size = bytes.len();
+        let (component, origin) = self.compile(&hash, bytes).await?;
+        let pre = self
+            .runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
+        let handlers = handlers(&self.runtime, &component)?;
+        let compiled = Compiled {
+            hash: hash.clone(),
+            size,
+            handlers,
+            pre,
+        };
+        compiled.probe().await?;
+        let compiled = Arc::new(compiled);
+        let mut in_memory = self.in_memory.lock().unwrap_or_else(|e| e.into_inner());
+        in_memory.retain(|_, weak| weak.strong_count() > 0);
+        in_memory.insert(hash, Arc::downgrade(&compiled));
+        Ok(plugin(compiled, origin))
+    }
+
+    fn shared(&self, hash: &str) -> Option<Arc<Compiled>> {
+        let in_memory = self.in_memory.lock().unwrap_or_else(|e| e.into_inner());
+        in_memory.get(hash).and_then(Weak::upgrade)
+    }
+
+    /// The compiled component: from the disk cache if it is there and
+    /// readable, else compiled now (and written to the cache).
+    async fn compile(
+        &self,
+        hash: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(Component, Origin), PluginError> {
+        let engine = self.runtime.engine().clone();
+        let cached = self
+            .disk_cache
+            .as_ref()
+            .map(|dir| dir.join(format!("{hash}.cwasm")));
+        let work = move || {
+            if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+                // SAFETY: the cache directory is private to this host and
+                // its files are written only by `write_cache` below, from
+                // `Component::serialize` on an engine of the same
+                // fingerprint (the directory name).
+                match unsafe { Component::deserialize_file(&engine, path) } {
+                    Ok(component) => return Ok((component, Origin::DiskCache)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable compile cache entry")
+                    }
+                }
+            }
+            let component = Component::from_binary(&engine, &bytes)
+                .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+            if let Some(path) = &cached {
+                if let Err(e) = write_cache(&component, path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+                }
+            }
+            Ok((component, Origin::Compiled))
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| PluginError::Compile(e.to_string()))?
+    }
+}
+
+/// A name for the engine's configuration: compiled code is only valid for
+/// an engine with the same one.
+fn engine_fingerprint(engine: &wasmtime::Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("engine-{:016x}", hasher.finish())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes a cache entry whole or not at all: to a temporary name, then
+/// renamed into place.
+fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path)?;
+    Ok(())
 }
 
 /// Finds the trigger interfaces a component exports and how to call them.

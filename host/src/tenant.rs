@@ -9,12 +9,13 @@
 //! ```
 
 use crate::limits::{Limits, LimitsConfig};
-use crate::plugin::Plugin;
-use crate::runtime::{PluginConfig, Runtime};
+use crate::plugin::{content_hash, Plugin, PluginLoader};
+use crate::runtime::PluginConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// The name of a tenant's settings file inside its folder.
 pub const TENANT_FILE: &str = "tenant.toml";
@@ -43,7 +44,7 @@ pub struct TenantFile {
 }
 
 /// How requests for this tenant authenticate.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AuthConfig {
     #[serde(default)]
@@ -129,18 +130,22 @@ impl TenantFile {
 }
 
 /// A plugin's settings, resolved.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PluginSettings {
     pub config: Arc<PluginConfig>,
     pub limits: Limits,
 }
 
-/// A plugin file that could not be loaded, and why.
+/// A plugin file (or `tenant.toml`) that could not be loaded, and why.
 #[derive(Debug, Clone)]
 pub struct LoadFailure {
-    /// The file stem, like a loaded plugin's name.
+    /// The file stem, like a loaded plugin's name (or `tenant.toml`).
     pub plugin: String,
     pub error: String,
+    /// Whether the last good version still serves in its place. A failure
+    /// with nothing serving in its place stops the tenant's chains.
+    pub serving_previous: bool,
+    pub at: SystemTime,
 }
 
 /// A loaded tenant: its chain and its settings.
@@ -153,67 +158,105 @@ pub struct Tenant {
     pub limits: Limits,
     /// Loaded plugins, in file-name order.
     pub plugins: Vec<Arc<Plugin>>,
-    /// Plugin files that failed to load. While any is here the tenant's
-    /// events fail with `no-handler`: a chain missing a step must not run.
+    /// Files that failed to load. While one has no last good version
+    /// serving in its place, the tenant's events fail with `no-handler`:
+    /// a chain missing a step must not run.
     pub failures: Vec<LoadFailure>,
-    /// An error in `tenant.toml`, if any. The tenant then serves nothing.
-    pub settings_error: Option<String>,
     plugin_settings: BTreeMap<String, PluginSettings>,
     default_settings: PluginSettings,
 }
 
 impl Tenant {
-    /// Loads a tenant folder. Never fails as a whole: each plugin that
-    /// cannot be loaded is listed in `failures`, with its reason.
-    pub async fn load(runtime: &Arc<Runtime>, name: &str, dir: &Path) -> Tenant {
+    /// Loads a tenant folder. Never fails as a whole: a file that cannot
+    /// be loaded is listed in `failures` with its reason, and the version
+    /// of it in `previous` (the tenant as it was) keeps serving, if any.
+    /// Files whose bytes have not changed since `previous` are not loaded
+    /// again.
+    pub async fn load(
+        loader: &PluginLoader,
+        name: &str,
+        dir: &Path,
+        previous: Option<&Tenant>,
+    ) -> Tenant {
         let mut tenant = Tenant {
             name: name.to_owned(),
             ..Tenant::default()
         };
-        let file = match read_tenant_file(dir) {
-            Ok(file) => file,
+        match read_tenant_file(dir) {
+            Ok(file) => tenant.apply(file),
             Err(error) => {
                 tracing::error!(tenant = name, %error, "tenant.toml refused");
+                if let Some(previous) = previous {
+                    tenant.keep_settings_of(previous);
+                }
                 tenant.failures.push(LoadFailure {
                     plugin: TENANT_FILE.to_owned(),
-                    error: error.clone(),
+                    error,
+                    serving_previous: previous.is_some(),
+                    at: SystemTime::now(),
                 });
-                tenant.settings_error = Some(error);
-                return tenant;
             }
-        };
-        tenant.apply(file);
+        }
 
         for (stem, path) in wasm_files(dir) {
-            let limits = tenant.settings_for(&stem).limits.clone();
+            let before = previous.and_then(|p| p.plugins.iter().find(|plugin| plugin.name == stem));
             let loaded = match std::fs::read(&path) {
-                Ok(bytes) => Plugin::load(runtime, &stem, bytes, &limits)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(bytes) if before.is_some_and(|b| b.hash() == content_hash(&bytes)) => {
+                    tenant.plugins.push(before.unwrap().clone());
+                    continue;
+                }
+                Ok(bytes) => loader.load(&stem, bytes).await.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("cannot read {}: {e}", path.display())),
             };
             match loaded {
                 Ok(plugin) => {
-                    tracing::info!(tenant = name, plugin = %stem, triggers = ?plugin.triggers().collect::<Vec<_>>(), hash = %&plugin.hash[..12], "plugin loaded");
+                    tracing::info!(
+                        tenant = name,
+                        plugin = %stem,
+                        triggers = ?plugin.triggers().collect::<Vec<_>>(),
+                        hash = %&plugin.hash()[..12],
+                        origin = plugin.origin.as_str(),
+                        "plugin loaded"
+                    );
                     tenant.plugins.push(Arc::new(plugin));
                 }
                 Err(error) => {
-                    tracing::error!(tenant = name, plugin = %stem, %error, "plugin refused");
+                    tracing::error!(tenant = name, plugin = %stem, %error, serving_previous = before.is_some(), "plugin refused");
+                    if let Some(before) = before {
+                        tenant.plugins.push(before.clone());
+                    }
                     tenant.failures.push(LoadFailure {
                         plugin: stem,
                         error,
+                        serving_previous: before.is_some(),
+                        at: SystemTime::now(),
                     });
                 }
             }
         }
         for stem in tenant.plugin_settings.keys() {
-            let known = tenant.plugins.iter().any(|p| &p.name == stem)
-                || tenant.failures.iter().any(|f| &f.plugin == stem);
-            if !known {
+            if !tenant.plugins.iter().any(|p| &p.name == stem)
+                && !tenant.failures.iter().any(|f| &f.plugin == stem)
+            {
                 tracing::warn!(tenant = name, plugin = %stem, "tenant.toml has settings for a plugin that is not in the folder");
             }
         }
         tenant
+    }
+
+    /// Keeps the settings of the tenant as it was, when its new
+    /// `tenant.toml` is refused.
+    fn keep_settings_of(&mut self, previous: &Tenant) {
+        self.auth = previous.auth.clone();
+        self.limits = previous.limits.clone();
+        self.plugin_settings = previous.plugin_settings.clone();
+        self.default_settings = previous.default_settings.clone();
+    }
+
+    /// The last load error of the plugin with this file stem, if its
+    /// current file was refused.
+    pub fn failure_of(&self, plugin: &str) -> Option<&LoadFailure> {
+        self.failures.iter().find(|f| f.plugin == plugin)
     }
 
     fn apply(&mut self, file: TenantFile) {

@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use triggerfish::chain::{self, ChainError, InvokeError};
 use triggerfish::host::Host;
+use triggerfish::plugin::PluginLoader;
 use triggerfish::runtime::{Runtime, RuntimeConfig};
 use triggerfish::tenant::Tenant;
 pub use triggerfish_test_support::{guests, PluginsDir};
@@ -19,12 +20,17 @@ pub fn runtime() -> Arc<Runtime> {
     )
 }
 
+/// A loader with no compile cache on disk.
+pub fn loader() -> PluginLoader {
+    PluginLoader::new(runtime(), None)
+}
+
 pub async fn tenant(dir: &PluginsDir, name: &str) -> Tenant {
-    Tenant::load(&runtime(), name, &dir.tenant_dir(name)).await
+    Tenant::load(&loader(), name, &dir.tenant_dir(name), None).await
 }
 
 pub async fn host(dir: &PluginsDir) -> Arc<Host> {
-    Arc::new(Host::open(runtime(), dir.path()).await.expect("a host"))
+    Arc::new(Host::open(loader(), dir.path()).await.expect("a host"))
 }
 
 /// Runs an event and expects the chain to fail.

@@ -8,5 +8,6 @@ mod chain;
 mod common;
 mod http_api;
 mod lambda;
+mod reload;
 mod routing;
 mod sync;

@@ -33,8 +33,9 @@ pub fn guest_target_dir() -> PathBuf {
     workspace_root().join("target").join("guests")
 }
 
-/// Every guest crate: each `cdylib` package under `plugins/` and
-/// `tests/guests/`.
+/// Every guest crate under `plugins/` and `tests/guests/`: each `cdylib`
+/// package (a plugin) and each binary package (a WASI command, for tests
+/// of components that are not plugins).
 pub fn guests() -> Vec<Guest> {
     let root = workspace_root();
     let out = guest_target_dir().join(TARGET).join(PROFILE);
@@ -47,11 +48,19 @@ pub fn guests() -> Vec<Guest> {
             let Ok(manifest) = std::fs::read_to_string(entry.path().join("Cargo.toml")) else {
                 continue;
             };
-            if !manifest.contains("cdylib") {
+            let is_command = entry.path().join("src/main.rs").is_file();
+            if !manifest.contains("cdylib") && !is_command {
                 continue;
             }
             if let Some(package) = package_name(&manifest) {
-                let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
+                // Cargo names a library's output after the crate (dashes
+                // become underscores) and a binary's after the package.
+                let stem = if is_command {
+                    package.clone()
+                } else {
+                    package.replace('-', "_")
+                };
+                let wasm = out.join(format!("{stem}.wasm"));
                 guests.push(Guest { package, wasm });
             }
         }

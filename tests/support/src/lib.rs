@@ -9,6 +9,24 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// A component that exports the pre sign-up interface (enough to look
+/// like a plugin) and traps in its start function, so it fails while being
+/// instantiated.
+pub fn traps_when_instantiated() -> Vec<u8> {
+    wat::parse_str(
+        r#"(component
+            (core module $m
+                (func $start unreachable)
+                (start $start)
+                (func (export "handle") (result i32) i32.const 0))
+            (core instance $i (instantiate $m))
+            (func $handle (result (result)) (canon lift (core func $i "handle")))
+            (instance $iface (export "handle" (func $handle)))
+            (export "triggerfish:user-pool/pre-sign-up@0.1.0" (instance $iface)))"#,
+    )
+    .expect("valid component text")
+}
+
 /// A plugins folder in a temporary directory, removed when dropped.
 pub struct PluginsDir {
     root: tempfile::TempDir,

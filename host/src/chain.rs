@@ -8,6 +8,7 @@
 
 use crate::convert::{to_json, to_val, ConvertError};
 use crate::limits::Limits;
+use crate::outbound::Outbound;
 use crate::plugin::{Handler, Plugin};
 use crate::runtime::{CallState, LogBudget, PluginConfig, EPOCH_TICK};
 use crate::tenant::Tenant;
@@ -331,6 +332,7 @@ async fn run_attempt(
             handler,
             limits: &settings.limits,
             config: settings.config.clone(),
+            outbound: settings.outbound.clone(),
             log_budget: log_budget.clone(),
             deadline,
             budget: tenant.limits.timeout,
@@ -360,6 +362,7 @@ struct Call<'a> {
     handler: &'a Handler,
     limits: &'a Limits,
     config: Arc<PluginConfig>,
+    outbound: Arc<Outbound>,
     log_budget: Arc<LogBudget>,
     deadline: Instant,
     /// The whole chain's budget, to tell a starved call from a runaway one.
@@ -395,7 +398,12 @@ impl Call<'_> {
             fuel = field::Empty,
         );
         let started = std::time::Instant::now();
-        let state = CallState::new(self.limits, self.config.clone(), self.log_budget.clone());
+        let state = CallState::new(
+            self.limits,
+            self.config.clone(),
+            self.outbound.clone(),
+            self.log_budget.clone(),
+        );
         let mut store = Store::new(self.plugin.compiled.pre.engine(), state);
         store.limiter(|s| s.limiter());
         store

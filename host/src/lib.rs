@@ -10,6 +10,7 @@ pub mod convert;
 pub mod host;
 pub mod http;
 pub mod limits;
+pub mod outbound;
 pub mod plugin;
 pub mod runtime;
 pub mod tenant;

@@ -144,6 +144,7 @@ impl Compiled {
         let state = CallState::new(
             &limits,
             Default::default(),
+            Default::default(),
             LogBudget::new(limits.log_bytes),
         );
         let mut store = Store::new(self.pre.engine(), state);

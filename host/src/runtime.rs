@@ -6,6 +6,7 @@
 //! `Linker` holding WASI and the host's `log` and `config` imports.
 
 use crate::limits::Limits;
+use crate::outbound::{Outbound, OutboundHooks};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -69,6 +71,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config(&config))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         config::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
 
@@ -175,6 +178,8 @@ impl LogBudget {
 /// The state of one plugin call: a fresh one per call, dropped with it.
 pub struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundHooks,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
     limiter: CallLimiter,
@@ -189,6 +194,7 @@ impl CallState {
     pub fn new(
         limits: &Limits,
         config: Arc<PluginConfig>,
+        outbound: Arc<Outbound>,
         log_budget: Arc<LogBudget>,
     ) -> CallState {
         let stderr = MemoryOutputPipe::new(STDERR_KEPT);
@@ -197,6 +203,8 @@ impl CallState {
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         CallState {
             wasi,
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHooks { policy: outbound },
             table: ResourceTable::new(),
             stderr,
             limiter: CallLimiter {
@@ -237,6 +245,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }

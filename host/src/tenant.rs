@@ -9,6 +9,7 @@
 //! ```
 
 use crate::limits::{Limits, LimitsConfig};
+use crate::outbound::{Outbound, OutboundConfig};
 use crate::plugin::{content_hash, Plugin, PluginLoader};
 use crate::runtime::PluginConfig;
 use serde::Deserialize;
@@ -38,6 +39,9 @@ pub struct TenantFile {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where plugins may send HTTP requests.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
     /// Settings per plugin, keyed by file stem (`10-email-deny-list`).
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginFile>,
@@ -79,6 +83,9 @@ pub struct PluginFile {
     /// Overrides of the tenant's per-call limits for this plugin.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Replaces the tenant's `[outbound]` for this plugin.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
 }
 
 /// A config value: a string, number or boolean, or a list of them (handed
@@ -134,6 +141,7 @@ impl TenantFile {
 pub struct PluginSettings {
     pub config: Arc<PluginConfig>,
     pub limits: Limits,
+    pub outbound: Arc<Outbound>,
 }
 
 /// A plugin file (or `tenant.toml`) that could not be loaded, and why.
@@ -262,9 +270,11 @@ impl Tenant {
     fn apply(&mut self, file: TenantFile) {
         self.limits = file.limits.over(&Limits::default());
         self.auth = file.auth;
+        let outbound = file.outbound.over(&Outbound::default());
         self.default_settings = PluginSettings {
             config: Arc::default(),
             limits: self.limits.clone(),
+            outbound: Arc::new(outbound.clone()),
         };
         for (stem, plugin) in file.plugins {
             let mut config: PluginConfig = plugin
@@ -278,6 +288,7 @@ impl Tenant {
                 PluginSettings {
                     config: Arc::new(config),
                     limits: plugin.limits.over(&self.limits),
+                    outbound: Arc::new(plugin.outbound.over(&outbound)),
                 },
             );
         }

@@ -8,6 +8,7 @@ mod chain;
 mod common;
 mod http_api;
 mod lambda;
+mod outbound;
 mod reload;
 mod routing;
 mod sync;

@@ -41,6 +41,8 @@ pub mod host {
 
 pub use host::triggerfish::host::log::Level;
 
+pub mod http;
+
 /// Generates the bindings of one world of the contract in the calling
 /// module: an `exports` module with the trigger's types and `Guest` trait,
 /// and an `export!` macro.

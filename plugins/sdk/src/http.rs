@@ -1,0 +1,184 @@
+//! Outbound HTTP through `wasi:http`, blocking, in a few calls.
+//!
+//! The host sends a request only to hosts the tenant lists in
+//! `[outbound] allowed-hosts`; anything else fails here with an error that
+//! says the request was denied. Each request is also held to the tenant's
+//! outbound timeout and to the chain's budget.
+//!
+//! ```ignore
+//! let answer = triggerfish_sdk::http::post_json("http://127.0.0.1:9000/verify", r#"{"token":"x"}"#)?;
+//! if answer.status != 200 { return Err(format!("verifier said {}", answer.status)); }
+//! ```
+
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasip2::io::streams::StreamError;
+
+/// The largest response body read; a longer one is an error.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// An HTTP response, read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// `GET url`.
+pub fn get(url: &str) -> Result<Response, String> {
+    request("GET", url, &[], None)
+}
+
+/// `POST url` with a JSON body.
+pub fn post_json(url: &str, json: &str) -> Result<Response, String> {
+    request(
+        "POST",
+        url,
+        &[("content-type", "application/json")],
+        Some(json.as_bytes()),
+    )
+}
+
+/// `POST url` with a form body (`a=1&b=2`).
+pub fn post_form(url: &str, form: &str) -> Result<Response, String> {
+    request(
+        "POST",
+        url,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(form.as_bytes()),
+    )
+}
+
+/// Any request. `url` is `http://` or `https://`, host, optional port and
+/// path.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Scheme::Http, rest),
+        Some(("https", rest)) => (Scheme::Https, rest),
+        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let fields = Fields::new();
+    for (name, value) in headers {
+        fields
+            .append(name, value.as_bytes())
+            .map_err(|e| format!("header {name}: {e:?}"))?;
+    }
+    let outgoing = OutgoingRequest::new(fields);
+    let method = match method {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_owned()),
+    };
+    let invalid = |what: &str| format!("invalid {what} in {url:?}");
+    outgoing
+        .set_method(&method)
+        .map_err(|_| invalid("method"))?;
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|_| invalid("scheme"))?;
+    outgoing
+        .set_authority(Some(authority))
+        .map_err(|_| invalid("host"))?;
+    outgoing
+        .set_path_with_query(Some(path))
+        .map_err(|_| invalid("path"))?;
+
+    let outgoing_body = outgoing
+        .body()
+        .map_err(|_| "the request body is unavailable".to_owned())?;
+    let pending = outgoing_handler::handle(outgoing, None).map_err(|e| describe(url, &e))?;
+    // A request the host refuses fails its body stream at once; the reason
+    // comes with the response, so a send error is reported only if the
+    // response has none.
+    let sent = send_body(outgoing_body, body.unwrap_or_default(), url);
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return Err(describe(url, &e)),
+        _ => {
+            return Err(sent
+                .err()
+                .unwrap_or_else(|| format!("request to {url} failed")))
+        }
+    };
+    sent?;
+    let status = response.status();
+    let incoming = response
+        .consume()
+        .map_err(|_| "the response body is unavailable".to_owned())?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|_| "the response body is unavailable".to_owned())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_RESPONSE_BYTES {
+                        return Err(format!(
+                            "the response from {url} is larger than {MAX_RESPONSE_BYTES} bytes"
+                        ));
+                    }
+                }
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(format!("reading the response from {url} failed: {e:?}")),
+            }
+        }
+    }
+    Ok(Response { status, body })
+}
+
+fn send_body(outgoing: OutgoingBody, body: &[u8], url: &str) -> Result<(), String> {
+    {
+        let stream = outgoing
+            .write()
+            .map_err(|_| "the request body is unavailable".to_owned())?;
+        // The stream takes at most 4096 bytes per blocking write.
+        for chunk in body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| format!("sending the request body to {url} failed: {e:?}"))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| describe(url, &e))
+}
+
+fn describe(url: &str, error: &ErrorCode) -> String {
+    match error {
+        ErrorCode::HttpRequestDenied => {
+            format!(
+                "request to {url} denied: the host is not in the tenant's [outbound] allowed-hosts"
+            )
+        }
+        ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout => {
+            format!("request to {url} timed out")
+        }
+        ErrorCode::ConnectionRefused => format!("request to {url} failed: connection refused"),
+        other => format!("request to {url} failed: {other:?}"),
+    }
+}

@@ -2,8 +2,10 @@
 //! its budget, and the host goes on serving.
 
 use crate::common::*;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 use triggerfish::chain::{self, ErrorKind};
+use triggerfish::host::Host;
 
 /// One tenant per misbehaviour, each running the hostile guest, plus a
 /// well-behaved tenant to check the host is still fine afterwards.
@@ -24,16 +26,32 @@ fn hostile_dir(modes: &[(&str, &str)]) -> PluginsDir {
     dir
 }
 
-async fn still_serving(host: &triggerfish::host::Host) {
+/// A sign-up whose `clientMetadata.mode` tells the hostile guest what to do.
+fn asking(mode: &str) -> Value {
+    let mut event = pre_sign_up("a@b.test");
+    event["request"]["clientMetadata"]["mode"] = mode.into();
+    event
+}
+
+/// The host still serves: another tenant, and the same misbehaving plugin
+/// when asked to behave.
+async fn still_serving(host: &Host, hostile_tenant: &str) {
     let good = host.tenant("good").unwrap();
     let out = chain::invoke(&good, pre_sign_up("jane@example.com"))
         .await
         .unwrap();
     assert_eq!(out["response"]["autoConfirmUser"], false);
+    let same = host.tenant(hostile_tenant).unwrap();
+    let out = chain::invoke(&same, asking("ok")).await;
+    assert_eq!(
+        out.unwrap()["response"]["autoConfirmUser"],
+        true,
+        "{hostile_tenant} recovers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runaway_plugins_end_as_timeout_or_out_of_fuel() {
+async fn runaway_plugins_end_as_timeout_within_the_budget() {
     // Overshoot allowed past the budget: one epoch tick in principle,
     // plus scheduling on a loaded two-core CI machine.
     const OVERSHOOT: Duration = Duration::from_millis(500);
@@ -60,25 +78,30 @@ async fn runaway_plugins_end_as_timeout_or_out_of_fuel() {
         error.cognito_message(),
         "PreSignUp failed with error the chain did not finish within 1000 ms."
     );
-    still_serving(&host).await;
+    still_serving(&host, "spin").await;
 
     // Sleeping in a host call is cut off too.
     let started = Instant::now();
     let error = chain_error(&host.tenant("sleep").unwrap(), pre_sign_up("a@b.test")).await;
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     assert!(started.elapsed() < Duration::from_millis(500) + OVERSHOOT);
-    still_serving(&host).await;
+    still_serving(&host, "sleep").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tight_loop_runs_out_of_fuel_and_is_not_retried() {
-    let dir = hostile_dir(&[("spin", "fuel = 20_000_000")]);
+async fn tight_loops_run_out_of_fuel_and_are_not_retried() {
+    let dir = hostile_dir(&[
+        ("spin", "fuel = 20_000_000"),
+        ("host-calls", "fuel = 20_000_000"),
+    ]);
     let host = host(&dir).await;
-    let error = chain_error(&host.tenant("spin").unwrap(), pre_sign_up("a@b.test")).await;
-    assert_eq!(error.kind, ErrorKind::OutOfFuel, "{error}");
-    assert_eq!(error.attempts, 1, "running out of fuel is deterministic");
-    assert!(error.message.contains("20000000"), "{}", error.message);
-    still_serving(&host).await;
+    for mode in ["spin", "host-calls"] {
+        let error = chain_error(&host.tenant(mode).unwrap(), pre_sign_up("a@b.test")).await;
+        assert_eq!(error.kind, ErrorKind::OutOfFuel, "{mode}: {error}");
+        assert_eq!(error.attempts, 1, "running out of fuel is deterministic");
+        assert!(error.message.contains("20000000"), "{}", error.message);
+        still_serving(&host, mode).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,10 +129,12 @@ async fn hostile_plugins_fail_with_their_kind() {
         assert_eq!(error.kind, kind, "{mode}: {error}");
         assert!(error.message.contains(words), "{mode}: {}", error.message);
         assert_eq!(error.plugin.as_deref(), Some("10-hostile"));
-        // The same plugin fails the same way next time: no state is left over.
+        assert_eq!(error.attempts, 1, "{mode} is deterministic: not retried");
+        // The same plugin fails the same way next time, and behaves when
+        // asked to: nothing is left over from the failure.
         let again = chain_error(&tenant, pre_sign_up("a@b.test")).await;
         assert_eq!(again.kind, kind, "{mode} again");
-        still_serving(&host).await;
+        still_serving(&host, mode).await;
     }
 }
 
@@ -124,5 +149,19 @@ async fn plugins_cannot_reach_files_or_environment_and_logs_are_capped() {
     for mode in ["read-env", "read-file", "log-flood"] {
         let out = chain::invoke(&host.tenant(mode).unwrap(), pre_sign_up("a@b.test")).await;
         assert!(out.is_ok(), "{mode}: {out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_state_survives_between_events_or_tenants() {
+    let dir = hostile_dir(&[("count", ""), ("count-too", "")]);
+    // Both tenants run the very same file (and so share compiled code).
+    let host = host(&dir).await;
+    for tenant in ["count", "count", "count-too", "count", "count-too"] {
+        let error = chain_error(&host.tenant(tenant).unwrap(), asking("count")).await;
+        assert_eq!(
+            error.message, "call number 1",
+            "{tenant}: a fresh instance every call"
+        );
     }
 }

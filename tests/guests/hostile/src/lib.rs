@@ -1,4 +1,7 @@
-//! Test guest: a PreSignUp plugin that misbehaves as config `mode` says.
+//! Test guest: a PreSignUp plugin that misbehaves as the event's
+//! `clientMetadata.mode` says (or, when the event does not say, config
+//! `mode`), so the same plugin can be made to fail and then asked to
+//! behave.
 
 triggerfish_sdk::bindings!("../../../wit", "triggerfish:user-pool/pre-sign-up-plugin");
 
@@ -23,8 +26,11 @@ fn flip(x: u64) -> u64 {
 }
 
 impl Guest for Hostile {
-    fn handle(_: Context, _: Request, response: Response) -> Result<Response, String> {
-        let mode = triggerfish_sdk::config::require("mode")?;
+    fn handle(_: Context, request: Request, mut response: Response) -> Result<Response, String> {
+        let mode = match triggerfish_sdk::attribute(&request.client_metadata, "mode") {
+            Some(mode) => mode.to_owned(),
+            None => triggerfish_sdk::config::require("mode")?,
+        };
         match mode.as_str() {
             // Burns fuel as fast as it can.
             "spin" => {
@@ -61,7 +67,21 @@ impl Guest for Hostile {
                 Ok(_) => Err("read /etc/passwd".into()),
                 Err(_) => Ok(response),
             },
-            "ok" => Ok(response),
+            // Calls a host import for ever.
+            "host-calls" => loop {
+                black_box(triggerfish_sdk::config::get("mode"));
+            },
+            // Counts calls in a global: a fresh instance per call always
+            // answers 1.
+            "count" => {
+                static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Err(format!("call number {calls}"))
+            }
+            "ok" => {
+                response.auto_confirm_user = Some(true);
+                Ok(response)
+            }
             other => Err(format!("unknown mode {other}")),
         }
     }

@@ -2,8 +2,13 @@
 user (or a Cognito emulator) would, and prints what came back as JSON.
 
 usage: lambda_client.py ENDPOINT FUNCTION EVENT_JSON
+
+The credentials come from TRIGGERFISH_ACCESS_KEY_ID and
+TRIGGERFISH_SECRET_ACCESS_KEY when set (a tenant's AWS key pair), or are
+placeholders (for tenants that do not authenticate).
 """
 import json
+import os
 import sys
 
 import boto3
@@ -15,8 +20,10 @@ client = boto3.client(
     "lambda",
     endpoint_url=endpoint,
     region_name="us-east-1",
-    aws_access_key_id="AKIDEXAMPLE",
-    aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    aws_access_key_id=os.environ.get("TRIGGERFISH_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+    aws_secret_access_key=os.environ.get(
+        "TRIGGERFISH_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    ),
     config=Config(retries={"max_attempts": 1}),
 )
 try:

@@ -125,6 +125,9 @@ pub enum InvokeError {
     /// The chain ran and stopped on an error.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The tenant already runs as many invocations as its quota allows.
+    #[error("the tenant already runs {limit} invocations at once, its [quotas] concurrency; try again shortly")]
+    TooManyRequests { limit: usize },
 }
 
 /// Where a `handle` parameter comes from in the event, and whether the
@@ -230,6 +233,9 @@ fn merge_records(current: &mut Val, returned: Val) {
 /// back unchanged, as Cognito does with no trigger configured.
 pub async fn invoke(tenant: &Tenant, event: Value) -> Result<Value, InvokeError> {
     let trigger = Trigger::route(&event)?;
+    let _slot = tenant.try_start().ok_or(InvokeError::TooManyRequests {
+        limit: tenant.quotas.concurrency,
+    })?;
     let source = match event.get("triggerSource") {
         Some(Value::String(source)) => source.clone(),
         _ => "SyncTrigger".to_owned(),

@@ -1,8 +1,9 @@
 //! The host: every tenant of one plugins folder, and who may call them.
 
-use crate::plugin::{content_hash, PluginLoader};
+use crate::auth::{self, AuthError, Credentials};
+use crate::plugin::PluginLoader;
 use crate::runtime::Runtime;
-use crate::tenant::{is_tenant_name, AuthMode, Tenant};
+use crate::tenant::{is_tenant_name, Tenant};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,30 +18,6 @@ pub struct Host {
     tenants: ArcSwap<BTreeMap<String, Arc<Tenant>>>,
     /// One reload at a time, so two cannot interleave their swaps.
     reloading: tokio::sync::Mutex<()>,
-}
-
-/// Why a request may not reach a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("this tenant requires `Authorization: Bearer <key>`")]
-    MissingKey,
-    #[error("the key is not valid")]
-    UnknownKey,
-    #[error("the key does not belong to this tenant")]
-    WrongTenant,
-    #[error("the tenant has no API keys configured, so every request is refused; add keys in tenant.toml, or set [auth] mode = \"none\" for local use")]
-    NoKeys,
-}
-
-/// The form in which `tenant.toml` stores an API key: `sha256:<hex>`.
-pub fn hash_key(key: &str) -> String {
-    format!("sha256:{}", content_hash(key.as_bytes()))
-}
-
-/// Compares in time that depends only on the lengths, not on where the
-/// inputs first differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Host {
@@ -129,50 +106,13 @@ impl Host {
         self.tenants.load().len()
     }
 
-    /// Checks a request's bearer key (the `Authorization` header's value,
-    /// if any) against the tenant's keys.
-    pub fn authorize(&self, tenant: &Tenant, authorization: Option<&str>) -> Result<(), AuthError> {
-        if tenant.auth.mode == AuthMode::None {
-            return Ok(());
-        }
-        if tenant.auth.keys.is_empty() {
-            return Err(AuthError::NoKeys);
-        }
-        let key = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or(AuthError::MissingKey)?;
-        let hashed = hash_key(key);
-        let matches = |t: &Tenant| {
-            // Check every key so the time taken does not tell which matched.
-            t.auth.keys.iter().fold(false, |found, k| {
-                found | constant_time_eq(k.as_bytes(), hashed.as_bytes())
-            })
-        };
-        if matches(tenant) {
-            return Ok(());
-        }
-        if self.tenants.load().values().any(|t| matches(t)) {
-            Err(AuthError::WrongTenant)
-        } else {
-            Err(AuthError::UnknownKey)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_hash_to_sha256() {
-        assert_eq!(
-            hash_key("abc"),
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    /// Checks what a request presents against the tenant's keys.
+    pub fn authorize(
+        &self,
+        tenant: &Tenant,
+        credentials: &Credentials<'_>,
+    ) -> Result<(), AuthError> {
+        let tenants = self.tenants.load();
+        auth::authorize(tenant, credentials, tenants.values().map(|t| t.as_ref()))
     }
 }

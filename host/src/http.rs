@@ -7,12 +7,14 @@
 //! - `GET /v1/tenants/{tenant}/plugins`: what a tenant has loaded.
 //! - `GET /healthz`.
 
+use crate::auth::{AuthError, Credentials};
 use crate::chain::{self, ChainError, ErrorKind, InvokeError};
-use crate::host::{AuthError, Host};
+use crate::host::Host;
+use crate::sigv4::{self, SignedRequest};
 use crate::tenant::{is_tenant_name, Tenant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -60,6 +62,8 @@ impl RequestError {
             "payload-too-large" => "RequestTooLargeException",
             "unauthorized" => "UnrecognizedClientException",
             "forbidden" => "AccessDeniedException",
+            "invalid-signature" => "InvalidSignatureException",
+            "too-many-requests" => "TooManyRequestsException",
             _ => "InvalidRequestContentException",
         }
     }
@@ -67,12 +71,14 @@ impl RequestError {
 
 impl From<AuthError> for RequestError {
     fn from(error: AuthError) -> Self {
-        match error {
-            AuthError::WrongTenant => {
-                RequestError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
+        let (status, kind) = match error {
+            AuthError::WrongTenant => (StatusCode::FORBIDDEN, "forbidden"),
+            AuthError::Signature(_) => (StatusCode::FORBIDDEN, "invalid-signature"),
+            AuthError::MissingKey | AuthError::UnknownKey | AuthError::NoKeys => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
             }
-            _ => RequestError::new(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
-        }
+        };
+        RequestError::new(status, kind, error.to_string())
     }
 }
 
@@ -104,8 +110,8 @@ async fn healthz(State(host): State<Arc<Host>>) -> Json<Value> {
     Json(json!({"status": "ok", "tenants": host.tenant_count()}))
 }
 
-/// Finds the tenant and checks the caller may use it.
-fn tenant_for(host: &Host, name: &str, headers: &HeaderMap) -> Result<Arc<Tenant>, RequestError> {
+/// Finds the tenant a path names.
+fn find_tenant(host: &Host, name: &str) -> Result<Arc<Tenant>, RequestError> {
     if !is_tenant_name(name) {
         return Err(RequestError::new(
             StatusCode::NOT_FOUND,
@@ -113,22 +119,37 @@ fn tenant_for(host: &Host, name: &str, headers: &HeaderMap) -> Result<Arc<Tenant
             format!("{name:?} is not a tenant name: tenant names are letters, digits, - and _"),
         ));
     }
-    let tenant = host.tenant(name).ok_or_else(|| {
+    host.tenant(name).ok_or_else(|| {
         RequestError::new(
             StatusCode::NOT_FOUND,
             "unknown-tenant",
             format!("no tenant named {name:?}"),
         )
-    })?;
-    let authorization = headers
+    })
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    host.authorize(&tenant, authorization)?;
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Finds the tenant and checks the caller's bearer key.
+fn tenant_for(host: &Host, name: &str, headers: &HeaderMap) -> Result<Arc<Tenant>, RequestError> {
+    let tenant = find_tenant(host, name)?;
+    if authorization(headers).is_some_and(sigv4::is_sigv4) {
+        return Err(RequestError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "AWS signatures are accepted on the Lambda route only; use `Authorization: Bearer <key>`",
+        ));
+    }
+    host.authorize(&tenant, &Credentials::bearer(authorization(headers)))?;
     Ok(tenant)
 }
 
-/// Reads the body as a JSON event, within [`MAX_BODY_BYTES`].
-async fn read_event(headers: &HeaderMap, body: Body) -> Result<Value, RequestError> {
+/// Reads the body, within [`MAX_BODY_BYTES`].
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, RequestError> {
     let too_large = || {
         RequestError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -144,10 +165,13 @@ async fn read_event(headers: &HeaderMap, body: Body) -> Result<Value, RequestErr
         discard(body).await;
         return Err(too_large());
     }
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| too_large())?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+        .map_err(|_| too_large())
+}
+
+fn parse_event(bytes: &[u8]) -> Result<Value, RequestError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         RequestError::new(
             StatusCode::BAD_REQUEST,
             "malformed-json",
@@ -185,6 +209,11 @@ fn chain_failure(error: InvokeError) -> Result<ChainError, RequestError> {
             "invalid-event",
             shape.to_string(),
         )),
+        busy @ InvokeError::TooManyRequests { .. } => Err(RequestError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-requests",
+            busy.to_string(),
+        )),
     }
 }
 
@@ -219,7 +248,7 @@ async fn event(
     body: Body,
 ) -> Result<Response, RequestError> {
     let tenant = tenant_for(&host, &tenant, &headers)?;
-    let event = read_event(&headers, body).await?;
+    let event = parse_event(&read_body(&headers, body).await?)?;
     match chain::invoke(&tenant, event).await {
         Ok(event) => Ok(Json(event).into_response()),
         Err(error) => {
@@ -280,10 +309,11 @@ fn unix_millis(at: std::time::SystemTime) -> u64 {
 async fn lambda_invoke(
     State(host): State<Arc<Host>>,
     Path(function): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match lambda_invoke_inner(host, function, headers, body).await {
+    match lambda_invoke_inner(host, function, uri, headers, body).await {
         Ok(response) => response,
         Err(error) => {
             let aws_type = error.aws_type();
@@ -303,6 +333,7 @@ async fn lambda_invoke(
 async fn lambda_invoke_inner(
     host: Arc<Host>,
     function: String,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, RequestError> {
@@ -315,8 +346,34 @@ async fn lambda_invoke_inner(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let tenant = tenant_for(&host, &name, &headers)?;
-    let event = read_event(&headers, body).await?;
+    let tenant = find_tenant(&host, &name)?;
+    // A signature covers the body, so it is read before checking.
+    let body = read_body(&headers, body).await?;
+    // (In a block of its own: the credentials borrow a closure that must
+    // not live across an await.)
+    {
+        let credentials = match authorization(&headers) {
+            Some(signed) if sigv4::is_sigv4(signed) => Credentials::Signed {
+                authorization: signed,
+                request: SignedRequest {
+                    method: "POST",
+                    path: uri.path(),
+                    query: uri.query(),
+                    header: &|name: &str| {
+                        headers
+                            .get_all(name)
+                            .iter()
+                            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                            .collect()
+                    },
+                    body: &body,
+                },
+            },
+            other => Credentials::bearer(other),
+        };
+        host.authorize(&tenant, &credentials)?;
+    }
+    let event = parse_event(&body)?;
     let invocation_type = headers
         .get("x-amz-invocation-type")
         .and_then(|v| v.to_str().ok())

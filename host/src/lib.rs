@@ -5,6 +5,7 @@
 //! finds its trigger, and [`chain`] runs the tenant's plugins serving that
 //! trigger, in file-name order, under the tenant's [`limits`].
 
+pub mod auth;
 pub mod chain;
 pub mod convert;
 pub mod host;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod outbound;
 pub mod plugin;
 pub mod runtime;
+pub mod sigv4;
 pub mod tenant;
 pub mod trigger;
 pub mod watch;

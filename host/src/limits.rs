@@ -95,3 +95,50 @@ impl Default for Limits {
         }
     }
 }
+
+/// Invocations of one tenant running at once; past this, requests are
+/// refused at once with 429 instead of queueing.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Plugin files in one tenant folder.
+pub const DEFAULT_MAX_PLUGINS: usize = 32;
+/// Size of one `.wasm` file.
+pub const DEFAULT_MAX_WASM_KIB: u64 = 10 * 1024;
+
+/// `[quotas]` in `tenant.toml`: what one tenant may hold of the host.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuotasConfig {
+    /// Invocations running at once.
+    pub concurrency: Option<usize>,
+    /// Plugin files in the tenant folder.
+    pub plugins: Option<usize>,
+    /// Size of one `.wasm` file, in KiB.
+    pub wasm_kib: Option<u64>,
+}
+
+/// A tenant's quotas, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quotas {
+    pub concurrency: usize,
+    pub plugins: usize,
+    pub wasm_bytes: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        QuotasConfig::default().resolve()
+    }
+}
+
+impl QuotasConfig {
+    pub fn resolve(&self) -> Quotas {
+        Quotas {
+            concurrency: self.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
+            plugins: self.plugins.unwrap_or(DEFAULT_MAX_PLUGINS),
+            wasm_bytes: self
+                .wasm_kib
+                .unwrap_or(DEFAULT_MAX_WASM_KIB)
+                .saturating_mul(1024),
+        }
+    }
+}

@@ -8,7 +8,7 @@
 //!     20-add-to-group.wasm  run after 10-…: chains run in file-name order
 //! ```
 
-use crate::limits::{Limits, LimitsConfig};
+use crate::limits::{Limits, LimitsConfig, Quotas, QuotasConfig};
 use crate::outbound::{Outbound, OutboundConfig};
 use crate::plugin::{content_hash, Plugin, PluginLoader};
 use crate::runtime::PluginConfig;
@@ -39,6 +39,8 @@ pub struct TenantFile {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub quotas: QuotasConfig,
     /// Where plugins may send HTTP requests.
     #[serde(default)]
     pub outbound: OutboundConfig,
@@ -57,6 +59,27 @@ pub struct AuthConfig {
     /// `triggerfish hash-key`). Keys themselves are never stored.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// AWS access key pairs accepted on the Lambda-shaped route (SigV4).
+    /// SigV4 needs the secret itself, so it is stored as given: keep
+    /// tenant.toml readable by the host's user only.
+    #[serde(default)]
+    pub aws_credentials: Vec<AwsCredential>,
+}
+
+/// One AWS access key pair.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AwsCredential {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for AwsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredential")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -164,6 +187,10 @@ pub struct Tenant {
     /// The tenant's limits (chain budget, attempts, and the defaults of
     /// its plugins' per-call limits).
     pub limits: Limits,
+    pub quotas: Quotas,
+    /// Slots for invocations running at once; kept across reloads while
+    /// the quota stays the same, so a reload does not reset the count.
+    inflight: Inflight,
     /// Loaded plugins, in file-name order.
     pub plugins: Vec<Arc<Plugin>>,
     /// Files that failed to load. While one has no last good version
@@ -206,15 +233,28 @@ impl Tenant {
             }
         }
 
-        for (stem, path) in wasm_files(dir) {
+        tenant.inflight = match previous {
+            Some(p) if p.quotas.concurrency == tenant.quotas.concurrency => p.inflight.clone(),
+            _ => Inflight::new(tenant.quotas.concurrency),
+        };
+
+        for (index, (stem, path)) in wasm_files(dir).into_iter().enumerate() {
             let before = previous.and_then(|p| p.plugins.iter().find(|plugin| plugin.name == stem));
-            let loaded = match std::fs::read(&path) {
+            let read = if index >= tenant.quotas.plugins {
+                Err(format!(
+                    "over the tenant's quota of {} plugins ([quotas] plugins in tenant.toml)",
+                    tenant.quotas.plugins
+                ))
+            } else {
+                read_plugin_file(&path, tenant.quotas.wasm_bytes)
+            };
+            let loaded = match read {
                 Ok(bytes) if before.is_some_and(|b| b.hash() == content_hash(&bytes)) => {
                     tenant.plugins.push(before.unwrap().clone());
                     continue;
                 }
                 Ok(bytes) => loader.load(&stem, bytes).await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+                Err(e) => Err(e),
             };
             match loaded {
                 Ok(plugin) => {
@@ -257,6 +297,7 @@ impl Tenant {
     fn keep_settings_of(&mut self, previous: &Tenant) {
         self.auth = previous.auth.clone();
         self.limits = previous.limits.clone();
+        self.quotas = previous.quotas.clone();
         self.plugin_settings = previous.plugin_settings.clone();
         self.default_settings = previous.default_settings.clone();
     }
@@ -269,6 +310,7 @@ impl Tenant {
 
     fn apply(&mut self, file: TenantFile) {
         self.limits = file.limits.over(&Limits::default());
+        self.quotas = file.quotas.resolve();
         self.auth = file.auth;
         let outbound = file.outbound.over(&Outbound::default());
         self.default_settings = PluginSettings {
@@ -303,8 +345,41 @@ impl Tenant {
     }
 }
 
+/// Reads a plugin file: a regular file (never a link out of the folder)
+/// of at most `limit` bytes.
+fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let metadata = std::fs::symlink_metadata(path).map_err(cannot_read)?;
+    if !metadata.is_file() {
+        return Err(
+            "is a link or not a regular file: plugins must be files in the tenant folder"
+                .to_owned(),
+        );
+    }
+    let too_large = |size: u64| {
+        format!("the file is {size} bytes, over the tenant's quota of {limit} bytes ([quotas] wasm-kib in tenant.toml)")
+    };
+    if metadata.len() > limit {
+        return Err(too_large(metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 fn read_tenant_file(dir: &Path) -> Result<TenantFile, String> {
     let path = dir.join(TENANT_FILE);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+        return Err(format!(
+            "{TENANT_FILE} is a link or not a regular file: it must be a file in the tenant folder"
+        ));
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => TenantFile::parse(&text).map_err(|e| format!("{TENANT_FILE}: {e}")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TenantFile::default()),
@@ -312,15 +387,20 @@ fn read_tenant_file(dir: &Path) -> Result<TenantFile, String> {
     }
 }
 
-/// The `.wasm` files of a tenant folder, by file stem, in file-name order.
-/// Links are not followed: a plugin must be a regular file in the folder.
+/// The `.wasm` entries of a tenant folder, by file stem, in file-name
+/// order: regular files, and links (which are listed so that loading can
+/// refuse them by name; they are never followed).
 pub fn wasm_files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut files: Vec<(String, std::path::PathBuf)> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter(|e| {
+            e.file_type()
+                .map(|t| t.is_file() || t.is_symlink())
+                .unwrap_or(false)
+        })
         .filter_map(|e| {
             let path = e.path();
             let is_wasm = path.extension().and_then(|x| x.to_str()) == Some("wasm");
@@ -330,6 +410,38 @@ pub fn wasm_files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
         .collect();
     files.sort();
     files
+}
+
+/// A tenant's slots for invocations running at once.
+#[derive(Debug, Clone)]
+struct Inflight(Arc<tokio::sync::Semaphore>);
+
+impl Inflight {
+    fn new(slots: usize) -> Inflight {
+        Inflight(Arc::new(tokio::sync::Semaphore::new(slots)))
+    }
+}
+
+impl Default for Inflight {
+    fn default() -> Self {
+        Inflight::new(Quotas::default().concurrency)
+    }
+}
+
+/// A running invocation's slot; given back when dropped.
+pub struct InflightSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Tenant {
+    /// Takes a slot for an invocation, or none when the tenant already
+    /// runs as many as its `[quotas] concurrency` allows.
+    pub fn try_start(&self) -> Option<InflightSlot> {
+        self.inflight
+            .0
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(InflightSlot)
+    }
 }
 
 #[cfg(test)]

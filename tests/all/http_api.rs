@@ -3,7 +3,7 @@
 use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use triggerfish::host::hash_key;
+use triggerfish::auth::hash_key;
 
 async fn api() -> (PluginsDir, Server) {
     let dir = PluginsDir::new();

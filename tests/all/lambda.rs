@@ -41,8 +41,25 @@ fn boto3_path() -> PathBuf {
 }
 
 fn invoke_with_boto3(endpoint: &str, function: &str, event: &Value) -> Value {
+    invoke_signed(endpoint, function, event, None)
+}
+
+/// Invokes through boto3, signing with `credentials` (access key id,
+/// secret) when given.
+pub fn invoke_signed(
+    endpoint: &str,
+    function: &str,
+    event: &Value,
+    credentials: Option<(&str, &str)>,
+) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/lambda_client.py");
-    let out = Command::new("python3")
+    let mut command = Command::new("python3");
+    if let Some((id, secret)) = credentials {
+        command
+            .env("TRIGGERFISH_ACCESS_KEY_ID", id)
+            .env("TRIGGERFISH_SECRET_ACCESS_KEY", secret);
+    }
+    let out = command
         .arg(script)
         .args([endpoint, function, &event.to_string()])
         .env("PYTHONPATH", boto3_path())

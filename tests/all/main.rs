@@ -12,3 +12,4 @@ mod outbound;
 mod reload;
 mod routing;
 mod sync;
+mod tenancy;

@@ -1,0 +1,142 @@
+//! Who may call a tenant: bearer API keys (stored as SHA-256 hashes,
+//! compared in constant time), or, on the Lambda-shaped route, AWS SigV4
+//! signatures made with one of the tenant's access key pairs.
+
+use crate::plugin::content_hash;
+use crate::sigv4::{self, SigV4Error, SignedRequest};
+use crate::tenant::{AuthMode, Tenant};
+use std::time::SystemTime;
+
+/// What a request presents.
+pub enum Credentials<'a> {
+    None,
+    /// `Authorization: Bearer <key>`.
+    Bearer(&'a str),
+    /// `Authorization: AWS4-HMAC-SHA256 ...`, with what it signs.
+    Signed {
+        authorization: &'a str,
+        request: SignedRequest<'a>,
+    },
+}
+
+impl<'a> Credentials<'a> {
+    /// Reads a bearer key from an `Authorization` header value.
+    pub fn bearer(authorization: Option<&'a str>) -> Credentials<'a> {
+        match authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+        {
+            Some(key) if !key.is_empty() => Credentials::Bearer(key),
+            _ => Credentials::None,
+        }
+    }
+}
+
+/// Why a request may not reach a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("this tenant requires `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("the key is not valid")]
+    UnknownKey,
+    #[error("the key does not belong to this tenant")]
+    WrongTenant,
+    #[error("the tenant has no API keys or AWS credentials configured, so every request is refused; add [auth] keys in tenant.toml, or set [auth] mode = \"none\" for local use")]
+    NoKeys,
+    #[error("{0}")]
+    Signature(SigV4Error),
+}
+
+/// The form in which `tenant.toml` stores an API key: `sha256:<hex>`.
+pub fn hash_key(key: &str) -> String {
+    format!("sha256:{}", content_hash(key.as_bytes()))
+}
+
+/// Compares in time that depends only on the lengths, not on where the
+/// inputs first differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn holds_key(tenant: &Tenant, hashed: &str) -> bool {
+    // Check every key so the time taken does not tell which one matched.
+    tenant.auth.keys.iter().fold(false, |found, k| {
+        found | constant_time_eq(k.as_bytes(), hashed.as_bytes())
+    })
+}
+
+fn holds_access_key(tenant: &Tenant, access_key: &str) -> bool {
+    tenant
+        .auth
+        .aws_credentials
+        .iter()
+        .any(|c| c.access_key_id == access_key)
+}
+
+/// Checks `credentials` against `tenant`. `others` lists every tenant, to
+/// tell another tenant's credentials (403) from unknown ones (401).
+pub fn authorize<'t>(
+    tenant: &Tenant,
+    credentials: &Credentials<'_>,
+    others: impl Iterator<Item = &'t Tenant>,
+) -> Result<(), AuthError> {
+    if tenant.auth.mode == AuthMode::None {
+        return Ok(());
+    }
+    if tenant.auth.keys.is_empty() && tenant.auth.aws_credentials.is_empty() {
+        return Err(AuthError::NoKeys);
+    }
+    match credentials {
+        Credentials::None => Err(AuthError::MissingKey),
+        Credentials::Bearer(key) => {
+            let hashed = hash_key(key);
+            if holds_key(tenant, &hashed) {
+                Ok(())
+            } else if others.into_iter().any(|t| holds_key(t, &hashed)) {
+                Err(AuthError::WrongTenant)
+            } else {
+                Err(AuthError::UnknownKey)
+            }
+        }
+        Credentials::Signed {
+            authorization,
+            request,
+        } => {
+            let secret_of = |access_key: &str| {
+                tenant
+                    .auth
+                    .aws_credentials
+                    .iter()
+                    .find(|c| c.access_key_id == access_key)
+                    .map(|c| c.secret_access_key.clone())
+            };
+            match sigv4::verify(authorization, request, secret_of, SystemTime::now()) {
+                Ok(_) => Ok(()),
+                Err(SigV4Error::UnknownAccessKey(key)) => {
+                    if others.into_iter().any(|t| holds_access_key(t, &key)) {
+                        Err(AuthError::WrongTenant)
+                    } else {
+                        Err(AuthError::UnknownKey)
+                    }
+                }
+                Err(e) => Err(AuthError::Signature(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hash_to_sha256() {
+        assert_eq!(
+            hash_key("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -228,6 +228,16 @@ fn merge_records(current: &mut Val, returned: Val) {
     }
 }
 
+/// Converts `event` to the values `plugin`'s handler for `trigger` takes
+/// and back, as a chain whose plugins change nothing would: what tests and
+/// fuzzing use to check that conversion loses nothing.
+pub fn round_trip(plugin: &Plugin, trigger: Trigger, event: Value) -> Result<Value, ConvertError> {
+    let Some(handler) = plugin.compiled.handlers.get(&trigger) else {
+        return Ok(event);
+    };
+    Args::from_event(handler, &event)?.into_event(handler, event)
+}
+
 /// Runs `event` through the tenant's chain and returns the event as the
 /// chain left it. A tenant with no plugin for the trigger gets the event
 /// back unchanged, as Cognito does with no trigger configured.

@@ -394,7 +394,13 @@ pub fn to_json(ty: &Type, val: &Val, original: Option<&Value>) -> Result<Value, 
     })
 }
 
+/// A float as JSON. Whole numbers are written as integers, so a claim
+/// that came in as `42` goes back as `42`, not `42.0`.
 fn float(n: f64) -> Result<Value, ConvertError> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        return Ok(Value::from(n as i64));
+    }
     Number::from_f64(n)
         .map(Value::Number)
         .ok_or_else(|| ConvertError::new(format!("{n} is not a JSON number")))

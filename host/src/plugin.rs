@@ -45,6 +45,15 @@ impl Plugin {
     pub fn serves(&self, trigger: Trigger) -> bool {
         self.compiled.handlers.contains_key(&trigger)
     }
+
+    /// The parameters (names and types) of this plugin's handler for
+    /// `trigger`, if it serves it.
+    pub fn params(&self, trigger: Trigger) -> Option<&[(String, Type)]> {
+        self.compiled
+            .handlers
+            .get(&trigger)
+            .map(|h| h.params.as_slice())
+    }
 }
 
 impl std::fmt::Debug for Plugin {

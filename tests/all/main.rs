@@ -6,6 +6,7 @@
 mod budget;
 mod chain;
 mod common;
+mod fuzz;
 mod http_api;
 mod lambda;
 mod outbound;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::{field, Instrument};
 use wasmtime::component::{Type, Val};
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Trap};
 
 /// What kind of failure stopped a chain. The names are part of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,18 +420,11 @@ impl Call<'_> {
             self.outbound.clone(),
             self.log_budget.clone(),
         );
-        let mut store = Store::new(self.plugin.compiled.pre.engine(), state);
-        store.limiter(|s| s.limiter());
-        store
-            .set_fuel(self.limits.fuel)
+        let mut store = self
+            .plugin
+            .compiled
+            .new_store(state, self.limits.fuel)
             .map_err(|e| CallFailure::new(ErrorKind::Trap, e.to_string()))?;
-        // Yield to the async runtime at every epoch tick, counting ticks
-        // spent running; the deadline itself is enforced by the timeout.
-        store.epoch_deadline_callback(|mut ctx| {
-            ctx.data_mut().running_ticks += 1;
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store.set_epoch_deadline(1);
 
         let mut results = [Val::Bool(false)];
         let outcome = {

@@ -97,6 +97,7 @@ impl EngineArgs {
         let config = RuntimeConfig {
             max_instances: self.max_instances,
             max_memory_bytes: self.max_memory_mib << 20,
+            ..RuntimeConfig::default()
         };
         let runtime = Runtime::new(config).context("cannot start the WebAssembly engine")?;
         let cache_dir = match (&self.cache_dir, self.no_cache) {

@@ -7,7 +7,7 @@
 //! instantiates without trapping.
 
 use crate::limits::Limits;
-use crate::runtime::{bindings, CallState, LogBudget, Runtime};
+use crate::runtime::{bindings, new_store, CallState, LogBudget, Metering, Runtime};
 use crate::trigger::Trigger;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -97,6 +97,7 @@ pub struct Compiled {
     pub size: usize,
     pub(crate) handlers: BTreeMap<Trigger, Handler>,
     pub(crate) pre: InstancePre<CallState>,
+    metering: Metering,
 }
 
 /// How to call one trigger's `handle` export.
@@ -146,6 +147,15 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 impl Compiled {
+    /// A fresh store to instantiate this component in.
+    pub(crate) fn new_store(
+        &self,
+        state: CallState,
+        fuel: u64,
+    ) -> wasmtime::Result<Store<CallState>> {
+        new_store(self.pre.engine(), self.metering, state, fuel)
+    }
+
     /// Instantiates the component once, as a request would, and checks the
     /// types of every trigger export against the contract.
     async fn probe(&self) -> Result<(), PluginError> {
@@ -156,12 +166,9 @@ impl Compiled {
             Default::default(),
             LogBudget::new(limits.log_bytes),
         );
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| s.limiter());
-        store
-            .set_fuel(limits.fuel)
+        let mut store = self
+            .new_store(state, limits.fuel)
             .map_err(|e| PluginError::Instantiate(e.to_string()))?;
-        store.epoch_deadline_async_yield_and_update(1);
         let instantiate = self.pre.instantiate_async(&mut store);
         let instance = match tokio::time::timeout(limits.timeout, instantiate).await {
             Ok(Ok(instance)) => instance,
@@ -248,6 +255,7 @@ impl PluginLoader {
             size,
             handlers,
             pre,
+            metering: self.runtime.config().metering,
         };
         compiled.probe().await?;
         let compiled = Arc::new(compiled);

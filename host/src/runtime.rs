@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -47,6 +48,9 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// The most linear memory any tenant may give one instance.
     pub max_memory_bytes: u64,
+    /// Fuel metering and epoch interruption. Both are on in any real
+    /// deployment; turning one off exists to measure what it costs.
+    pub metering: Metering,
 }
 
 impl Default for RuntimeConfig {
@@ -54,8 +58,54 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_instances: 256,
             max_memory_bytes: 256 << 20,
+            metering: Metering::default(),
         }
     }
+}
+
+/// Which of wasmtime's two ways of stopping runaway code are compiled in.
+/// Without fuel, only the wall-clock budget ends a loop; without epochs, a
+/// loop never yields and nothing but fuel ends it: both are unsafe for
+/// untrusted plugins, and here only for benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metering {
+    pub fuel: bool,
+    pub epochs: bool,
+}
+
+impl Default for Metering {
+    fn default() -> Self {
+        Metering {
+            fuel: true,
+            epochs: true,
+        }
+    }
+}
+
+/// A fresh store for one plugin call (or a load-time probe): held to its
+/// limits by the limiter and fuel, yielding at every epoch tick.
+pub(crate) fn new_store(
+    engine: &Engine,
+    metering: Metering,
+    state: CallState,
+    fuel: u64,
+) -> wasmtime::Result<Store<CallState>> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| s.limiter());
+    if metering.fuel {
+        store.set_fuel(fuel)?;
+    }
+    if metering.epochs {
+        // Yield to the async runtime at every tick, counting the ticks
+        // spent running; the chain's deadline itself is a timeout around
+        // the call, which also covers time spent in host calls.
+        store.epoch_deadline_callback(|mut ctx| {
+            ctx.data_mut().running_ticks += 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+    }
+    Ok(store)
 }
 
 /// The engine, its linker and the epoch ticker.
@@ -122,8 +172,8 @@ fn engine_config(runtime: &RuntimeConfig) -> Config {
     // Component-model async is not part of the contract; leaving its
     // bookkeeping out of every store makes calls cheaper.
     config.concurrency_support(false);
-    config.consume_fuel(true);
-    config.epoch_interruption(true);
+    config.consume_fuel(runtime.metering.fuel);
+    config.epoch_interruption(runtime.metering.epochs);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.async_stack_size(MAX_WASM_STACK + (512 << 10));
     // Traps are reported by kind and message; frame lists would only cost

@@ -15,6 +15,7 @@ pub fn runtime() -> Arc<Runtime> {
         Runtime::new(RuntimeConfig {
             max_instances: 32,
             max_memory_bytes: 128 << 20,
+            ..RuntimeConfig::default()
         })
         .expect("an engine"),
     )

@@ -165,3 +165,35 @@ async fn no_state_survives_between_events_or_tenants() {
         );
     }
 }
+
+/// Resident memory of this process, in KiB.
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_after_memory_bombs() {
+    let dir = hostile_dir(&[("memory", "memory-mib = 16")]);
+    let host = host(&dir).await;
+    let tenant = host.tenant("memory").unwrap();
+    // One round first, so the pool's first use is not counted as growth.
+    let _ = chain::invoke(&tenant, asking("memory")).await;
+    let before = resident_kib();
+    for _ in 0..40 {
+        let error = chain_error(&tenant, asking("memory")).await;
+        assert_eq!(error.kind, ErrorKind::OutOfMemory);
+    }
+    let grown = resident_kib().saturating_sub(before);
+    // 40 bombs of 16 MiB would be 640 MiB if instances leaked their
+    // memory; the bound leaves room for other tests running alongside.
+    assert!(grown < 256 * 1024, "resident memory grew by {grown} KiB");
+    still_serving(&host, "memory").await;
+}

@@ -3,6 +3,8 @@
 //! - `build-plugins`: build every guest for wasm32-wasip2.
 //! - `demo [--listen ADDR]`: build the plugins, lay out a `demo` tenant in
 //!   `target/demo/`, and serve it.
+//! - `bench [--seconds N] [--out FILE]`: build in release mode and write
+//!   BENCHMARKS.md (see `bench/`).
 //! - `demo-plugins`: build the plugins and lay out the demo tenant again
 //!   (a running demo host picks them up).
 
@@ -26,11 +28,12 @@ fn main() -> ExitCode {
             }
         }),
         Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("demo-plugins") => {
             build_guests().and_then(|guests| lay_out_demo(&guests, &demo_dir()))
         }
         _ => {
-            Err("usage: cargo xtask build-plugins | demo [--listen ADDR] | demo-plugins".to_owned())
+            Err("usage: cargo xtask build-plugins | demo [--listen ADDR] | demo-plugins | bench [--seconds N] [--out FILE]".to_owned())
         }
     };
     match result {
@@ -40,6 +43,58 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the host and the benchmarks in release mode and writes
+/// BENCHMARKS.md. Needs wrk (installed from Debian's packages if missing
+/// and we may) and Node.js for the HTTP baselines.
+fn bench(args: &[String]) -> Result<(), String> {
+    let have = |program: &str| Command::new(program).arg("--version").output().is_ok();
+    if !have("wrk") {
+        eprintln!("xtask: wrk is missing; installing it with apt-get");
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "wrk"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return Err("wrk is needed for the HTTP figures: apt-get install wrk".to_owned());
+        }
+    }
+    if !have("node") {
+        return Err("Node.js is needed for the baseline: install node".to_owned());
+    }
+    build_guests()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "triggerfish",
+            "-p",
+            "triggerfish-bench",
+        ])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !built.success() {
+        return Err("the release build failed".to_owned());
+    }
+    let mut report = Command::new(workspace_root().join("target/release/triggerfish-bench"));
+    report
+        .current_dir(workspace_root())
+        .arg("report")
+        .args(args)
+        // Error paths must not capture backtraces while being timed.
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0");
+    let status = report
+        .status()
+        .map_err(|e| format!("cannot run the benchmarks: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "the benchmarks failed".to_owned())
 }
 
 fn demo(args: &[String]) -> Result<(), String> {

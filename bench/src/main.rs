@@ -1,0 +1,36 @@
+//! Triggerfish's benchmarks. `cargo xtask bench` builds this (and the host)
+//! in release mode and runs `triggerfish-bench report`, which writes
+//! `BENCHMARKS.md`. Every comparison is measured in the same run, on the
+//! same machine, and reported as medians (with min and max) and ratios.
+//!
+//! - `report [--out FILE] [--seconds N]`: everything.
+//! - `native-server ADDR`: the native axum baseline, for the HTTP figures.
+//! - `memory TENANTS`: resident memory with that many tenants (run in a
+//!   process of its own by `report`).
+
+mod harness;
+mod native;
+mod sections;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("report") => sections::report(&args[1..]),
+        Some("native-server") => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(native::serve(args.get(1).map_or("127.0.0.1:8092", String::as_str)))),
+        Some("memory") => sections::memory_child(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        _ => Err(anyhow::anyhow!(
+            "usage: triggerfish-bench report [--out FILE] [--seconds N] | native-server ADDR | memory TENANTS"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("triggerfish-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! The benchmark sections, each returning its part of the report.
+
+use crate::harness::{ms, per_call, ratio, table, us, Stats};
+use crate::native;
+use anyhow::Context;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use triggerfish::chain;
+use triggerfish::host::Host;
+use triggerfish::plugin::PluginLoader;
+use triggerfish::runtime::{Metering, Runtime, RuntimeConfig};
+use triggerfish::tenant::Tenant;
+use triggerfish::trigger::Trigger;
+use triggerfish_test_support::{guests, PluginsDir};
+
+/// Settings every benchmark tenant shares: no authentication, and the
+/// three PreSignUp steps' config.
+const SETTINGS: &str = "[auth]\nmode = \"none\"\n\
+    [plugins.10-email-deny-list.config]\ndomains = [\"spam.test\", \"throwaway.test\"]\n\
+    [plugins.20-email-allow-list.config]\ndomains = [\"example.com\", \"example.org\"]\nauto-confirm = true\n\
+    [plugins.30-auto-confirm.config]\nmode = \"auto-confirm\"\n\
+    [plugins.40-email-deny-list.config]\ndomains = [\"spam.test\"]\n\
+    [plugins.50-email-deny-list.config]\ndomains = [\"throwaway.test\"]\n";
+
+/// The chain's plugins, by file name, in order; chains of N take the first N.
+const CHAIN: [(&str, &str); 5] = [
+    ("10-email-deny-list.wasm", guests::EMAIL_DENY_LIST),
+    ("20-email-allow-list.wasm", guests::EMAIL_ALLOW_LIST),
+    ("30-auto-confirm.wasm", guests::PRESIGNUP_PROBE),
+    ("40-email-deny-list.wasm", guests::EMAIL_DENY_LIST),
+    ("50-email-deny-list.wasm", guests::EMAIL_DENY_LIST),
+];
+
+/// A PreSignUp event of about 1 KB, from an allowed address.
+pub fn event() -> Value {
+    json!({
+        "version": "1",
+        "triggerSource": "PreSignUp_SignUp",
+        "region": "eu-west-1",
+        "userPoolId": "eu-west-1_AbCdEfGhI",
+        "userName": "6a1b8c2d-0e3f-4a5b-9c7d-1e2f3a4b5c6d",
+        "callerContext": {"awsSdkVersion": "aws-sdk-js-3.600.0", "clientId": "3n4b5urk1ft4fl3mg5e62d9ado"},
+        "request": {
+            "userAttributes": {
+                "email": "jane.doe@example.com",
+                "given_name": "Jane",
+                "family_name": "Doe",
+                "phone_number": "+441234567890",
+                "locale": "en-GB",
+                "zoneinfo": "Europe/London",
+                "birthdate": "1990-01-01",
+                "address": "{\"street_address\":\"1 High Street\",\"locality\":\"London\",\"postal_code\":\"N1 1AA\",\"country\":\"GB\"}",
+                "custom:plan": "pro",
+                "custom:referrer": "newsletter-2026-11",
+                "custom:signup_source": "web",
+                "custom:marketing_opt_in": "true"
+            },
+            "validationData": {"captcha": "03AGdBq25SxXT-pmSeBXjzScW-EiocHwwpwqtk1QXlJnGnU"},
+            "clientMetadata": {"app": "web", "version": "4.2.1", "experiment": "signup-flow-b"}
+        },
+        "response": {"autoConfirmUser": false, "autoVerifyEmail": false, "autoVerifyPhone": false}
+    })
+}
+
+fn runtime_with(metering: Metering) -> Arc<Runtime> {
+    Arc::new(
+        Runtime::new(RuntimeConfig {
+            max_instances: 128,
+            metering,
+            ..RuntimeConfig::default()
+        })
+        .expect("an engine"),
+    )
+}
+
+fn chain_dir(lengths: &[usize]) -> PluginsDir {
+    let dir = PluginsDir::new();
+    for &n in lengths {
+        let tenant = format!("chain{n}");
+        for (file, guest) in &CHAIN[..n] {
+            dir.plugin(&tenant, file, guest);
+        }
+        dir.settings(&tenant, SETTINGS);
+    }
+    dir
+}
+
+async fn load(runtime: Arc<Runtime>, dir: &PluginsDir, tenant: &str) -> Tenant {
+    let tenant = Tenant::load(
+        &PluginLoader::new(runtime, None),
+        tenant,
+        &dir.tenant_dir(tenant),
+        None,
+    )
+    .await;
+    assert!(tenant.failures.is_empty(), "{:?}", tenant.failures);
+    tenant
+}
+
+async fn time_chain(tenant: &Tenant) -> Stats {
+    let event = event();
+    per_call(500, 21, 200, || {
+        let event = event.clone();
+        async move {
+            chain::invoke(tenant, event)
+                .await
+                .expect("the chain answers");
+        }
+    })
+    .await
+}
+
+fn time_native(call: fn(&mut Value) -> Result<(), String>) -> Stats {
+    let event = event();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(per_call(5000, 21, 5000, || {
+        let mut event = event.clone();
+        async move {
+            call(&mut event).unwrap();
+            std::hint::black_box(event);
+        }
+    }))
+}
+
+/// One plugin call against native Rust; chains of 1, 3 and 5; and what
+/// fuel and epochs cost.
+fn calls() -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dir = chain_dir(&[1, 3, 5]);
+    let mut out = String::from("## Plugin calls, in process\n\n");
+    out.push_str(&format!(
+        "A ~{} byte PreSignUp event through `chain::invoke` (routing, JSON to component values, a fresh instance from `InstancePre`, the call, values back to JSON), against the same handler logic compiled natively and called as a Rust function on the event's JSON.\n\n",
+        event().to_string().len()
+    ));
+    let (one, three, five, conversion) = rt.block_on(async {
+        let runtime = runtime_with(Metering::default());
+        let one = load(runtime.clone(), &dir, "chain1").await;
+        let three = load(runtime.clone(), &dir, "chain3").await;
+        let five = load(runtime.clone(), &dir, "chain5").await;
+        let plugin = one.plugins[0].clone();
+        let event = event();
+        let conversion = per_call(2000, 21, 2000, || {
+            let event = event.clone();
+            let plugin = plugin.clone();
+            async move {
+                std::hint::black_box(
+                    chain::round_trip(&plugin, Trigger::PreSignUp, event).unwrap(),
+                );
+            }
+        })
+        .await;
+        (
+            time_chain(&one).await,
+            time_chain(&three).await,
+            time_chain(&five).await,
+            conversion,
+        )
+    });
+    let native_one = time_native(native::deny_list);
+    let native_three = time_native(native::chain);
+    out.push_str(&table(
+        &["what", "median (min–max) per event", "ratio to native"],
+        &[
+            vec![
+                "native Rust, 1 handler".into(),
+                native_one.cell(),
+                "1.0×".into(),
+            ],
+            vec![
+                "Triggerfish, 1 plugin".into(),
+                one.cell(),
+                ratio(one.median, native_one.median),
+            ],
+            vec![
+                "(of which JSON ↔ values only)".into(),
+                conversion.cell(),
+                ratio(conversion.median, native_one.median),
+            ],
+            vec![
+                "native Rust, 3 handlers".into(),
+                native_three.cell(),
+                "1.0×".into(),
+            ],
+            vec![
+                "Triggerfish, 3-plugin chain".into(),
+                three.cell(),
+                ratio(three.median, native_three.median),
+            ],
+            vec!["Triggerfish, 5-plugin chain".into(), five.cell(), "".into()],
+        ],
+    ));
+    out.push_str(&format!(
+        "\nCost per added plugin: {} from 1 to 3, {} from 3 to 5. Targets: one call at most 25 µs ({}), a 3-plugin chain at most 75 µs ({}).\n\n",
+        us((three.median.saturating_sub(one.median)) / 2),
+        us((five.median.saturating_sub(three.median)) / 2),
+        if one.median <= Duration::from_micros(25) { "met" } else { "missed" },
+        if three.median <= Duration::from_micros(75) { "met" } else { "missed" },
+    ));
+
+    out.push_str("### Fuel and epoch interruption\n\nThe 1-plugin chain on engines with each kind of metering switched off (never do this with untrusted plugins).\n\n");
+    let mut rows = Vec::new();
+    let mut baseline = None;
+    for (label, metering) in [
+        (
+            "fuel and epochs (the default)",
+            Metering {
+                fuel: true,
+                epochs: true,
+            },
+        ),
+        (
+            "epochs only",
+            Metering {
+                fuel: false,
+                epochs: true,
+            },
+        ),
+        (
+            "fuel only",
+            Metering {
+                fuel: true,
+                epochs: false,
+            },
+        ),
+        (
+            "neither",
+            Metering {
+                fuel: false,
+                epochs: false,
+            },
+        ),
+    ] {
+        let stats = rt.block_on(async {
+            let tenant = load(runtime_with(metering), &dir, "chain1").await;
+            time_chain(&tenant).await
+        });
+        let base = *baseline.get_or_insert(stats.median);
+        rows.push(vec![label.into(), stats.cell(), ratio(stats.median, base)]);
+    }
+    out.push_str(&table(
+        &["metering", "median (min–max)", "ratio to default"],
+        &rows,
+    ));
+    out.push('\n');
+    Ok(out)
+}
+
+/// A component with a custom section appended: the same plugin with other
+/// bytes, as a new build would be.
+fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"triggerfish-bench-build";
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(&n.to_le_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// Hot reload under load: rename to first event on the new version.
+fn reload(swaps: usize) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let base = std::fs::read(guests::ROUTING_PROBE)?;
+        let dir = PluginsDir::new();
+        let cache = PluginsDir::new();
+        dir.file("live", "10-plugin.wasm", variant(&base, 0)).settings("live", SETTINGS);
+        let host = Arc::new(Host::open(PluginLoader::new(runtime_with(Metering::default()), Some(cache.path())), dir.path()).await?);
+        let _watcher = triggerfish::watch::watch(host.clone())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/v1/tenants/live/events", listener.local_addr()?);
+        let server_host = host.clone();
+        tokio::spawn(async move { axum::serve(listener, triggerfish::http::router(server_host)).await });
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (stop, sent, failed, url) = (stop.clone(), sent.clone(), failed.clone(), url.clone());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let body = event().to_string();
+                    let started = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
+                        // The probe answers every event with the same denial.
+                        let answer = http.post(&url).body(body.clone()).send().await;
+                        let ok = match answer {
+                            Ok(r) if r.status() == 422 => r.json::<Value>().await.is_ok_and(|v| v["error"]["reason"] == "handled by pre-sign-up"),
+                            _ => false,
+                        };
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+
+        let tenant_dir = dir.tenant_dir("live");
+        let mut times = Vec::new();
+        for swap in 1..=swaps {
+            let bytes = variant(&base, swap);
+            let hash = triggerfish::plugin::content_hash(&bytes);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let partial = tenant_dir.join(".10-plugin.wasm.partial");
+            std::fs::write(&partial, &bytes)?;
+            let renamed = Instant::now();
+            std::fs::rename(&partial, tenant_dir.join("10-plugin.wasm"))?;
+            loop {
+                if host.tenant("live").is_some_and(|t| t.plugins[0].hash() == hash) {
+                    times.push(renamed.elapsed());
+                    break;
+                }
+                anyhow::ensure!(renamed.elapsed() < Duration::from_secs(10), "swap {swap} never served");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.await?;
+        }
+        let stats = Stats::of(times);
+        let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        Ok(format!(
+            "## Hot reload\n\n{swaps} swaps of a {} KB plugin (each a new build: other bytes, so each is compiled), renamed into a tenant folder while 4 clients send events over HTTP without pause. Time from the rename to the tenant serving the new version:\n\n{}\nRequests during the swaps: {sent}, failed: **{failed}**. Target: median at most 1 s and no failed request ({}).\n\n",
+            base.len() / 1024,
+            table(&["median", "min", "worst"], &[vec![ms(stats.median), ms(stats.min), ms(stats.max)]]),
+            if stats.median <= Duration::from_secs(1) && failed == 0 { "met" } else { "missed" },
+        ))
+    })
+}
+
+/// Start-up with 200 plugins in 50 tenants, compile cache cold and warm.
+fn restart() -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let sources = [guests::EMAIL_DENY_LIST, guests::EMAIL_ALLOW_LIST, guests::PRESIGNUP_PROBE, guests::SYNC_SAMPLE];
+        let sources: Vec<Vec<u8>> = sources.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+        let dir = PluginsDir::new();
+        let cache = PluginsDir::new();
+        for t in 0..50 {
+            let tenant = format!("tenant{t:02}");
+            for (p, source) in sources.iter().enumerate() {
+                dir.file(&tenant, &format!("{}0-plugin.wasm", p + 1), variant(source, t * 10 + p));
+            }
+            dir.settings(&tenant, SETTINGS);
+        }
+        let open = || async {
+            let started = Instant::now();
+            let host = Host::open(PluginLoader::new(runtime_with(Metering::default()), Some(cache.path())), dir.path()).await?;
+            let took = started.elapsed();
+            let loaded: usize = (0..50).map(|t| host.tenant(&format!("tenant{t:02}")).map_or(0, |t| t.plugins.len())).sum();
+            anyhow::ensure!(loaded == 200, "only {loaded} plugins loaded");
+            anyhow::Ok(took)
+        };
+        let cold = open().await?;
+        let warm = open().await?;
+        Ok(format!(
+            "## Start-up\n\n200 plugins (distinct builds of 4 plugins) in 50 tenants, from `Host::open` to every tenant serving:\n\n{}\nTarget: warm start at most 2 s ({}).\n\n",
+            table(
+                &["compile cache", "time to serve", "ratio"],
+                &[vec!["cold (compiles all 200)".into(), ms(cold), ratio(cold, warm)], vec!["warm".into(), ms(warm), "1.0×".into()]]
+            ),
+            if warm <= Duration::from_secs(2) { "met" } else { "missed" },
+        ))
+    })
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// In a process of its own: load `tenants` tenants with the 3-plugin chain
+/// and run one event through each; print resident sizes as JSON.
+pub fn memory_child(tenants: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let before = rss_kib("VmRSS:");
+    let report = rt.block_on(async {
+        let dir = PluginsDir::new();
+        for t in 0..tenants {
+            let tenant = format!("t{t:04}");
+            for (file, guest) in &CHAIN[..3] {
+                dir.plugin(&tenant, file, guest);
+            }
+            dir.settings(&tenant, SETTINGS);
+        }
+        let host = Host::open(PluginLoader::new(runtime_with(Metering::default()), None), dir.path()).await?;
+        let loaded = rss_kib("VmRSS:");
+        for t in 0..tenants {
+            let tenant = host.tenant(&format!("t{t:04}")).context("a tenant")?;
+            chain::invoke(&tenant, event()).await?;
+        }
+        anyhow::Ok(json!({"before": before, "loaded": loaded, "after": rss_kib("VmRSS:"), "peak": rss_kib("VmHWM:")}))
+    })?;
+    println!("{report}");
+    Ok(())
+}
+
+fn memory(tenants: usize) -> anyhow::Result<String> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["memory", &tenants.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the memory run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sizes: Value = serde_json::from_slice(&out.stdout)?;
+    let mib = |k: &str| sizes[k].as_u64().unwrap_or(0) as f64 / 1024.0;
+    Ok(format!(
+        "## Memory\n\n{tenants} tenants, each with the 3-plugin PreSignUp chain built from the same 3 `.wasm` files (so they share compiled code), in a fresh process, one event run through every tenant:\n\n{}\nTarget: at most 512 MiB ({}).\n\n",
+        table(
+            &["resident", "MiB"],
+            &[
+                vec!["process start".into(), format!("{:.0}", mib("before"))],
+                vec!["all tenants loaded".into(), format!("{:.0}", mib("loaded"))],
+                vec![format!("after {tenants} events"), format!("{:.0}", mib("after"))],
+                vec!["peak".into(), format!("{:.0}", mib("peak"))],
+            ]
+        ),
+        if mib("peak") <= 512.0 { "met" } else { "missed" },
+    ))
+}
+
+/// A tenant's chain latency alone, and while another tenant's runaway
+/// plugin is hit by 12 concurrent requests.
+fn fairness() -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let dir = chain_dir(&[3]);
+        dir.plugin("attacker", "10-hostile.wasm", guests::HOSTILE).settings(
+            "attacker",
+            "[limits]\nfuel = 100_000_000_000_000\ntimeout-ms = 5000\nattempts = 1\n[plugins.10-hostile.config]\nmode = \"spin\"\n",
+        );
+        let host = Arc::new(Host::open(PluginLoader::new(runtime_with(Metering::default()), None), dir.path()).await?);
+        let victim = host.tenant("chain3").context("the victim")?;
+        let measure = |victim: Arc<Tenant>| async move {
+            let event = event();
+            per_call(200, 21, 50, || {
+                let (victim, event) = (victim.clone(), event.clone());
+                async move {
+                    chain::invoke(&victim, event).await.expect("the victim answers");
+                }
+            })
+            .await
+        };
+        let alone = measure(victim.clone()).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let attackers: Vec<_> = (0..12)
+            .map(|_| {
+                let (host, stop) = (host.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let attacker = host.tenant("attacker").unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = chain::invoke(&attacker, event()).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let attacked = measure(victim).await;
+        stop.store(true, Ordering::Relaxed);
+        for attacker in attackers {
+            attacker.abort();
+        }
+        Ok(format!(
+            "## Fairness under attack\n\nThe 3-plugin chain of one tenant, alone, and while another tenant's infinite-loop plugin is hit by 12 concurrent requests (each runs to its 5 s budget), on a 2-worker runtime:\n\n{}\n",
+            table(
+                &["victim's chain", "median (min–max) per event", "ratio"],
+                &[vec!["alone".into(), alone.cell(), "1.0×".into()], vec!["under attack".into(), attacked.cell(), ratio(attacked.median, alone.median)]]
+            )
+        ))
+    })
+}
+
+/// A server under test, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(addr: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{addr} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+struct Load {
+    rps: f64,
+    p50: String,
+    p99: String,
+    errors: u64,
+}
+
+fn wrk(url: &str, connections: usize, seconds: u64, script: &Path) -> anyhow::Result<Load> {
+    let threads = connections.clamp(1, 2).to_string();
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &threads,
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("wrk runs (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    let errors = field("Non-2xx or 3xx responses:").parse().unwrap_or(0);
+    Ok(Load {
+        rps: field("Requests/sec:").parse().unwrap_or(0.0),
+        p50: field("50%"),
+        p99: field("99%"),
+        errors,
+    })
+}
+
+/// HTTP on loopback: Triggerfish, Node.js, native axum; wrk on the same
+/// machine.
+fn http(seconds: u64) -> anyhow::Result<String> {
+    let bench = std::env::current_exe()?;
+    let bin_dir = bench.parent().context("the binary's folder")?;
+    let triggerfish = bin_dir.join("triggerfish");
+    anyhow::ensure!(
+        triggerfish.is_file(),
+        "{} is missing: build it with `cargo build --release -p triggerfish`",
+        triggerfish.display()
+    );
+    let node_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+
+    let dir = chain_dir(&[3]);
+    let script = dir.path().join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{}]]\n",
+            event()
+        ),
+    )?;
+
+    let quiet = |mut c: Command| -> anyhow::Result<Server> {
+        Ok(Server(
+            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?,
+        ))
+    };
+    let mut rows = Vec::new();
+    let mut best: Vec<(&str, usize, f64)> = Vec::new();
+    let servers: [(&str, &str); 3] = [
+        ("Triggerfish", "127.0.0.1:18081"),
+        ("Node.js index of modules", "127.0.0.1:18082"),
+        ("native axum (no sandbox)", "127.0.0.1:18083"),
+    ];
+    for (name, addr) in servers {
+        let _server = match name {
+            "Triggerfish" => {
+                let mut c = Command::new(&triggerfish);
+                c.args([
+                    "serve",
+                    "--no-watch",
+                    "--no-cache",
+                    "--listen",
+                    addr,
+                    "--plugins-dir",
+                ])
+                .arg(dir.path())
+                .env("RUST_LOG", "warn");
+                quiet(c)?
+            }
+            "Node.js index of modules" => {
+                let mut c = Command::new("node");
+                c.arg(node_dir.join("server.js")).arg(addr);
+                quiet(c)?
+            }
+            _ => {
+                let mut c = Command::new(&bench);
+                c.args(["native-server", addr]);
+                quiet(c)?
+            }
+        };
+        wait_for_port(addr)?;
+        let url = format!("http://{addr}/v1/tenants/chain3/events");
+        // Check the answer once: every server must give the same event back.
+        let check = Command::new("curl")
+            .args([
+                "-s",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &event().to_string(),
+                &url,
+            ])
+            .output()?;
+        let answer: Value = serde_json::from_slice(&check.stdout).with_context(|| {
+            format!("{name} answered {}", String::from_utf8_lossy(&check.stdout))
+        })?;
+        anyhow::ensure!(
+            answer["response"]["autoConfirmUser"] == true,
+            "{name} answered {answer}"
+        );
+        wrk(&url, 16, 2, &script)?; // warm-up
+        for connections in [1, 16, 64] {
+            let load = wrk(&url, connections, seconds, &script)?;
+            rows.push(vec![
+                name.to_owned(),
+                connections.to_string(),
+                format!("{:.0}", load.rps),
+                load.p50,
+                load.p99,
+                load.errors.to_string(),
+            ]);
+            best.push((name, connections, load.rps));
+        }
+    }
+    let rps = |server: &str, c: usize| {
+        best.iter()
+            .find(|(n, k, _)| *n == server && *k == c)
+            .map_or(0.0, |b| b.2)
+    };
+    let (tf, node, native) = (
+        rps("Triggerfish", 64),
+        rps("Node.js index of modules", 64),
+        rps("native axum (no sandbox)", 64),
+    );
+    Ok(format!(
+        "## HTTP, 3-plugin PreSignUp chain\n\nLoopback, keep-alive, wrk on the same 2-core machine ({seconds} s per run, after a 2 s warm-up), the ~1 KB event. The Node.js server runs the same three handlers as JavaScript modules looped over by an index file the way Amplify generates it; the native server runs them as Rust functions in axum with no sandbox.\n\n{}\nAt 64 connections Triggerfish serves {:.2}× the Node.js baseline's requests per second (target at least 2×: {}) and {:.2}× the native server's (target at least 0.5×: {}).\n\n",
+        table(&["server", "connections", "requests/s", "p50", "p99", "non-2xx"], &rows),
+        tf / node,
+        if tf >= 2.0 * node { "met" } else { "missed" },
+        tf / native,
+        if tf >= 0.5 * native { "met" } else { "missed" },
+    ))
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn report(args: &[String]) -> anyhow::Result<()> {
+    let mut out_path = PathBuf::from("BENCHMARKS.md");
+    let mut seconds = 10;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--out" => out_path = it.next().context("--out FILE")?.into(),
+            "--seconds" => seconds = it.next().context("--seconds N")?.parse()?,
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mut report = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` (release build) on {}, commit {}, {} cores ({cpu}). Every comparison below was measured in the same run on the same machine; times are medians over 21 samples, with min and max.\n\n",
+        command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        command_line("git", &["rev-parse", "--short", "HEAD"]),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let sections: [(&str, Box<dyn Fn() -> anyhow::Result<String>>); 6] = [
+        ("calls", Box::new(calls)),
+        ("fairness", Box::new(fairness)),
+        ("reload", Box::new(|| reload(20))),
+        ("restart", Box::new(restart)),
+        ("memory", Box::new(|| memory(1000))),
+        ("http", Box::new(move || http(seconds))),
+    ];
+    for (name, section) in sections {
+        eprintln!("bench: {name}…");
+        let text = section().with_context(|| format!("the {name} benchmark"))?;
+        eprint!("{text}");
+        report.push_str(&text);
+    }
+    std::fs::write(&out_path, &report)?;
+    eprintln!("bench: wrote {}", out_path.display());
+    Ok(())
+}

@@ -94,7 +94,7 @@ pub fn parse<T: FromStr>(key: &str) -> Result<Option<T>, String> {
             .trim()
             .parse()
             .map(Some)
-            .map_err(|_| invalid(key, &value, &format!("a valid {}", short_type_name::<T>()))),
+            .map_err(|_| invalid(key, &value, &expected::<T>())),
     }
 }
 
@@ -157,9 +157,17 @@ pub(crate) fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-fn short_type_name<T>() -> &'static str {
+/// What a value of `T` looks like, in words for the error message.
+fn expected<T>() -> String {
     let name = std::any::type_name::<T>();
-    name.rsplit("::").next().unwrap_or(name)
+    let name = name.rsplit("::").next().unwrap_or(name);
+    match name {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number of 0 or more".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "bool" => "true or false".to_owned(),
+        other => format!("a valid {other}"),
+    }
 }
 
 #[cfg(test)]
@@ -180,7 +188,7 @@ mod tests {
         assert!(require_list("blank").unwrap_err().contains("`blank`"));
         let error = parse::<u32>("attempts").unwrap_err();
         assert!(
-            error.contains("`attempts`") && error.contains("u32"),
+            error.contains("`attempts`") && error.contains("a whole number"),
             "{error}"
         );
         assert_eq!(parse_or("missing", 3u32), Ok(3));

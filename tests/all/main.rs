@@ -8,5 +8,6 @@ mod chain;
 mod common;
 mod http_api;
 mod lambda;
+mod plugins;
 mod routing;
 mod sync;

@@ -218,3 +218,255 @@ async fn override_token_claims_without_config_names_its_keys() {
         error.message
     );
 }
+
+// ---------------------------------------------------------- custom auth
+
+fn challenge(name: &str, result: bool, metadata: Option<&str>) -> Value {
+    json!({"challengeName": name, "challengeResult": result, "challengeMetadata": metadata})
+}
+
+fn define_event(session: Vec<Value>) -> Value {
+    cognito_event(
+        "1",
+        "DefineAuthChallenge_Authentication",
+        json!({
+            "userAttributes": user_attributes(),
+            "session": session,
+            "clientMetadata": {},
+            "userNotFound": false
+        }),
+        json!({"challengeName": null, "issueTokens": false, "failAuthentication": false}),
+    )
+}
+
+fn create_event(session: Vec<Value>) -> Value {
+    cognito_event(
+        "1",
+        "CreateAuthChallenge_Authentication",
+        json!({
+            "userAttributes": user_attributes(),
+            "challengeName": "CUSTOM_CHALLENGE",
+            "session": session,
+            "clientMetadata": {},
+            "userNotFound": false
+        }),
+        json!({
+            "publicChallengeParameters": null,
+            "privateChallengeParameters": null,
+            "challengeMetadata": null
+        }),
+    )
+}
+
+fn verify_event(private: Value, answer: &str) -> Value {
+    cognito_event(
+        "1",
+        "VerifyAuthChallengeResponse_Authentication",
+        json!({
+            "userAttributes": user_attributes(),
+            "privateChallengeParameters": private,
+            "challengeAnswer": answer,
+            "clientMetadata": {},
+            "userNotFound": false
+        }),
+        json!({"answerCorrect": false}),
+    )
+}
+
+/// What define-auth-challenge decided: (challenge, issue tokens, fail).
+async fn define(tenant: &Tenant, session: Vec<Value>) -> (Value, Value, Value) {
+    let out = run(tenant, define_event(session)).await;
+    let r = &out["response"];
+    (
+        r["challengeName"].clone(),
+        r["issueTokens"].clone(),
+        r["failAuthentication"].clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_auth_challenge_issues_tokens_after_a_correct_answer() {
+    let (_dir, tenant) = one_plugin(
+        "10-custom-auth-challenge.wasm",
+        guests::CUSTOM_AUTH_CHALLENGE,
+        "",
+    )
+    .await;
+    // CUSTOM_AUTH: no session yet, so the custom challenge comes first.
+    assert_eq!(
+        define(&tenant, vec![]).await,
+        (json!("CUSTOM_CHALLENGE"), json!(false), json!(false))
+    );
+
+    // No `answer` configured: a code is generated and kept private.
+    let created = run(&tenant, create_event(vec![])).await;
+    let response = &created["response"];
+    let code = response["privateChallengeParameters"]["answer"]
+        .as_str()
+        .expect("an answer")
+        .to_owned();
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    assert_eq!(
+        response["publicChallengeParameters"],
+        json!({"trigger": "true", "attemptsLeft": "3"})
+    );
+    assert_eq!(response["challengeMetadata"], json!(format!("CODE-{code}")));
+    assert!(!response["publicChallengeParameters"]
+        .to_string()
+        .contains(&code));
+
+    let private = response["privateChallengeParameters"].clone();
+    let verified = run(&tenant, verify_event(private.clone(), &code)).await;
+    assert_eq!(verified["response"], json!({"answerCorrect": true}));
+    let verified = run(&tenant, verify_event(private, "000000x")).await;
+    assert_eq!(verified["response"], json!({"answerCorrect": false}));
+
+    let session = vec![challenge(
+        "CUSTOM_CHALLENGE",
+        true,
+        Some(&format!("CODE-{code}")),
+    )];
+    assert_eq!(
+        define(&tenant, session).await,
+        (Value::Null, json!(true), json!(false))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_auth_challenge_fails_after_three_wrong_answers() {
+    let (_dir, tenant) = one_plugin(
+        "10-custom-auth-challenge.wasm",
+        guests::CUSTOM_AUTH_CHALLENGE,
+        "answer = \"blue\"\nquestion = \"What colour is the sky?\"\n",
+    )
+    .await;
+    // A configured answer, and the question for the client.
+    let created = run(&tenant, create_event(vec![])).await;
+    assert_eq!(
+        created["response"]["privateChallengeParameters"],
+        json!({"answer": "blue"})
+    );
+    assert_eq!(
+        created["response"]["publicChallengeParameters"]["question"],
+        "What colour is the sky?"
+    );
+    let wrong = || challenge("CUSTOM_CHALLENGE", false, None);
+    let verified = run(&tenant, verify_event(json!({"answer": "blue"}), "green")).await;
+    assert_eq!(verified["response"]["answerCorrect"], false);
+
+    for failures in 1..3 {
+        let session = (0..failures).map(|_| wrong()).collect();
+        assert_eq!(
+            define(&tenant, session).await,
+            (json!("CUSTOM_CHALLENGE"), json!(false), json!(false)),
+            "after {failures} wrong answers, another try"
+        );
+        let created = run(
+            &tenant,
+            create_event((0..failures).map(|_| wrong()).collect()),
+        )
+        .await;
+        assert_eq!(
+            created["response"]["publicChallengeParameters"]["attemptsLeft"],
+            json!((3 - failures).to_string())
+        );
+    }
+    assert_eq!(
+        define(&tenant, vec![wrong(), wrong(), wrong()]).await,
+        (Value::Null, json!(false), json!(true))
+    );
+    // A right answer after two wrong ones still signs in.
+    assert_eq!(
+        define(
+            &tenant,
+            vec![wrong(), wrong(), challenge("CUSTOM_CHALLENGE", true, None)]
+        )
+        .await,
+        (Value::Null, json!(true), json!(false))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_auth_challenge_after_a_password() {
+    let (_dir, tenant) = one_plugin(
+        "10-custom-auth-challenge.wasm",
+        guests::CUSTOM_AUTH_CHALLENGE,
+        "require-password = true\nmax-attempts = 1\n",
+    )
+    .await;
+    // CUSTOM_WITH_SRP, as Amplify's scaffolding expects it.
+    assert_eq!(
+        define(&tenant, vec![challenge("SRP_A", true, None)]).await,
+        (json!("PASSWORD_VERIFIER"), json!(false), json!(false))
+    );
+    let password_ok = vec![
+        challenge("SRP_A", true, None),
+        challenge("PASSWORD_VERIFIER", true, None),
+    ];
+    assert_eq!(
+        define(&tenant, password_ok).await,
+        (json!("CUSTOM_CHALLENGE"), json!(false), json!(false))
+    );
+    let password_wrong = vec![
+        challenge("SRP_A", true, None),
+        challenge("PASSWORD_VERIFIER", false, None),
+    ];
+    assert_eq!(
+        define(&tenant, password_wrong).await,
+        (Value::Null, json!(false), json!(true))
+    );
+    // The password is required: a session without one fails.
+    assert_eq!(
+        define(&tenant, vec![]).await,
+        (Value::Null, json!(false), json!(true))
+    );
+    // max-attempts = 1: the first wrong answer ends it.
+    let one_wrong = vec![
+        challenge("SRP_A", true, None),
+        challenge("PASSWORD_VERIFIER", true, None),
+        challenge("CUSTOM_CHALLENGE", false, None),
+    ];
+    assert_eq!(
+        define(&tenant, one_wrong).await,
+        (Value::Null, json!(false), json!(true))
+    );
+    // A user that does not exist never gets a challenge.
+    let mut event = define_event(vec![]);
+    event["request"]["userNotFound"] = json!(true);
+    assert_eq!(
+        run(&tenant, event).await["response"]["failAuthentication"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_auth_challenge_errors_name_what_is_wrong() {
+    let (_dir, tenant) = one_plugin(
+        "10-custom-auth-challenge.wasm",
+        guests::CUSTOM_AUTH_CHALLENGE,
+        "max-attempts = \"three\"\n",
+    )
+    .await;
+    let error = chain_error(&tenant, define_event(vec![])).await;
+    assert_eq!(error.kind, ErrorKind::Denied);
+    assert!(
+        error.message.contains("`max-attempts`"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .cognito_message()
+            .starts_with("DefineAuthChallenge failed with error "),
+        "{}",
+        error.cognito_message()
+    );
+
+    // Verifying a challenge this plugin did not create.
+    let error = chain_error(&tenant, verify_event(json!({}), "blue")).await;
+    assert_eq!(error.kind, ErrorKind::Denied);
+    assert!(error.message.contains("`answer`"), "{}", error.message);
+}

@@ -470,3 +470,102 @@ async fn custom_auth_challenge_errors_name_what_is_wrong() {
     assert_eq!(error.kind, ErrorKind::Denied);
     assert!(error.message.contains("`answer`"), "{}", error.message);
 }
+
+// ------------------------------------------------------- custom message
+
+fn custom_message_event(source: &str) -> Value {
+    cognito_event(
+        "1",
+        source,
+        json!({
+            "userAttributes": {
+                "sub": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+                "cognito:user_status": "UNCONFIRMED",
+                "email_verified": "false",
+                "email": "jane@example.com"
+            },
+            "codeParameter": "{####}",
+            "linkParameter": "{##Click Here##}",
+            "usernameParameter": null
+        }),
+        json!({"smsMessage": null, "emailMessage": null, "emailSubject": null}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_message_link_puts_a_confirmation_link_in_the_sign_up_email() {
+    let (_dir, tenant) = one_plugin(
+        "10-custom-message-link.wasm",
+        guests::CUSTOM_MESSAGE_LINK,
+        "base-url = \"https://app.example.com/confirm\"\n\
+         email-subject = \"Welcome to Example\"\n\
+         email-message = 'Hi! <a href=\"{link}\">Confirm your account</a>.'\n",
+    )
+    .await;
+    let out = run(&tenant, custom_message_event("CustomMessage_SignUp")).await;
+    let link =
+        "https://app.example.com/confirm?username=jane.doe&client_id=1example23456789&code={####}";
+    let body = format!("Hi! <a href=\"{link}\">Confirm your account</a>.");
+    assert_eq!(
+        out["response"],
+        json!({"smsMessage": body, "emailMessage": body, "emailSubject": "Welcome to Example"})
+    );
+
+    // Other messages are left as Cognito would write them.
+    for source in [
+        "CustomMessage_ForgotPassword",
+        "CustomMessage_AdminCreateUser",
+        "CustomMessage_ResendCode",
+    ] {
+        let event = custom_message_event(source);
+        assert_eq!(run(&tenant, event.clone()).await, event, "{source}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_message_link_defaults_and_sources() {
+    let (_dir, tenant) = one_plugin(
+        "10-custom-message-link.wasm",
+        guests::CUSTOM_MESSAGE_LINK,
+        "base-url = \"https://app.example.com/confirm?lang=en\"\n\
+         sources = [\"CustomMessage_SignUp\", \"CustomMessage_ResendCode\"]\n",
+    )
+    .await;
+    let out = run(&tenant, custom_message_event("CustomMessage_ResendCode")).await;
+    assert_eq!(out["response"]["emailSubject"], "Confirm your account");
+    assert_eq!(
+        out["response"]["emailMessage"],
+        "Welcome! Confirm your account by opening this link: \
+         https://app.example.com/confirm?lang=en&username=jane.doe&client_id=1example23456789&code={####}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_message_link_without_a_base_url_names_the_key() {
+    let (_dir, tenant) = one_plugin(
+        "10-custom-message-link.wasm",
+        guests::CUSTOM_MESSAGE_LINK,
+        "",
+    )
+    .await;
+    let error = chain_error(&tenant, custom_message_event("CustomMessage_SignUp")).await;
+    assert_eq!(error.kind, ErrorKind::Denied);
+    assert!(error.message.contains("`base-url`"), "{}", error.message);
+    assert_eq!(
+        error.cognito_message(),
+        format!("CustomMessage failed with error {}.", error.message)
+    );
+
+    let (_dir, tenant) = one_plugin(
+        "10-custom-message-link.wasm",
+        guests::CUSTOM_MESSAGE_LINK,
+        "base-url = \"app.example.com/confirm\"\n",
+    )
+    .await;
+    let error = chain_error(&tenant, custom_message_event("CustomMessage_SignUp")).await;
+    assert!(
+        error.message.contains("`base-url`") && error.message.contains("https://"),
+        "{}",
+        error.message
+    );
+}

@@ -11,3 +11,4 @@ mod lambda;
 mod plugins;
 mod routing;
 mod sync;
+mod template;

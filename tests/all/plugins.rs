@@ -569,3 +569,87 @@ async fn custom_message_link_without_a_base_url_names_the_key() {
         error.message
     );
 }
+
+// ------------------------------------------------------------ JavaScript
+
+/// The deny list written in JavaScript (`plugins/email-deny-list-js`), built
+/// by the project itself: `xtask::js` installs componentize-js from npm into
+/// `target/js-tools` and builds the component. None when Node.js or the npm
+/// registry is not there, unless `TRIGGERFISH_REQUIRE_JS` is set (CI sets
+/// it), so `cargo test` passes on machines without them.
+async fn javascript_deny_list() -> Option<String> {
+    use triggerfish_test_support::xtask::js::{build_js_plugin, JsError};
+    let built = tokio::task::spawn_blocking(|| build_js_plugin("email-deny-list-js"))
+        .await
+        .unwrap();
+    match built {
+        Ok(wasm) => Some(wasm.display().to_string()),
+        Err(JsError::Unavailable(why)) if std::env::var_os("TRIGGERFISH_REQUIRE_JS").is_none() => {
+            eprintln!("skipped: the JavaScript plugin cannot be built here: {why}");
+            None
+        }
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deny_list_in_javascript_answers_as_the_rust_one() {
+    let Some(js) = javascript_deny_list().await else {
+        return;
+    };
+    let config = "[plugins.10-deny.config]\ndomains = [\"spam.test\", \"@Throwaway.TEST\"]\n";
+    let dir = PluginsDir::new();
+    dir.plugin("rust", "10-deny.wasm", guests::EMAIL_DENY_LIST)
+        .settings("rust", config)
+        .plugin("js", "10-deny.wasm", &js)
+        .settings("js", config)
+        .plugin("js-unconfigured", "10-deny.wasm", &js);
+    // Compiling the 12 MB component (SpiderMonkey inside) is most of this
+    // test's time: both tenants compile it at once.
+    let started = std::time::Instant::now();
+    let (js_tenant, unconfigured) =
+        tokio::join!(tenant(&dir, "js"), tenant(&dir, "js-unconfigured"));
+    eprintln!(
+        "the JavaScript plugin loaded twice in {:?}",
+        started.elapsed()
+    );
+    assert!(js_tenant.failures.is_empty(), "{:?}", js_tenant.failures);
+    let served: Vec<_> = js_tenant.plugins[0].triggers().collect();
+    assert_eq!(served, [triggerfish::trigger::Trigger::PreSignUp]);
+    let rust_tenant = tenant(&dir, "rust").await;
+
+    let mut denials = 0;
+    for email in [
+        "jane@example.com",
+        "bot@spam.test",
+        "bot@mail.spam.test",
+        "Bot@THROWAWAY.test",
+        "x@notspam.test",
+        "spam.test@example.com",
+        "nobody",
+        "",
+    ] {
+        let event = pre_sign_up(email);
+        let rust = chain::invoke(&rust_tenant, event.clone()).await;
+        let js = chain::invoke(&js_tenant, event).await;
+        match (rust, js) {
+            (Ok(rust), Ok(js)) => assert_eq!(rust, js, "{email}"),
+            (Err(chain::InvokeError::Chain(rust)), Err(chain::InvokeError::Chain(js))) => {
+                denials += 1;
+                assert_eq!(js.kind, ErrorKind::Denied, "{email}");
+                assert_eq!(
+                    (js.kind, js.cognito_message()),
+                    (rust.kind, rust.cognito_message()),
+                    "{email}"
+                );
+            }
+            (rust, js) => panic!("{email}: rust {rust:?}, js {js:?}"),
+        }
+    }
+    assert_eq!(denials, 3);
+
+    // Without `domains`, the same clear error as the Rust plugin's.
+    let error = chain_error(&unconfigured, pre_sign_up("jane@example.com")).await;
+    assert_eq!(error.kind, ErrorKind::Denied);
+    assert!(error.message.contains("`domains`"), "{}", error.message);
+}

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod js;
 pub mod template;
 
 /// The target plugins are built for.

@@ -5,6 +5,8 @@
 //!   `target/demo/`, and serve it.
 //! - `demo-plugins`: build the plugins and lay out the demo tenant again
 //!   (a running demo host picks them up).
+//! - `build-js`: build the JavaScript plugins (componentize-js from npm,
+//!   installed into `target/js-tools`).
 //! - `new <name> --trigger <trigger>`: write a new plugin crate in
 //!   `plugins/<name>` that builds and passes its tests as it is.
 //! - `install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...`:
@@ -20,7 +22,8 @@ use xtask::{
     build_guests, install_plugin, new_plugin, template, with_plugin_config, workspace_root, Guest,
 };
 
-const USAGE: &str = "usage: cargo xtask build-plugins | demo [--listen ADDR] | demo-plugins
+const USAGE: &str =
+    "usage: cargo xtask build-plugins | build-js | demo [--listen ADDR] | demo-plugins
        | new <name> --trigger <trigger>
        | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...";
 
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Some("demo-plugins") => {
             build_guests().and_then(|guests| lay_out_demo(&guests, &demo_dir()))
         }
+        Some("build-js") => build_js(),
         Some("new") => new(&args[1..]),
         Some("install") => install(&args[1..]),
         _ => Err(USAGE.to_owned()),
@@ -78,6 +82,14 @@ fn demo(args: &[String]) -> Result<(), String> {
         .success()
         .then_some(())
         .ok_or_else(|| "the host exited with an error".to_owned())
+}
+
+fn build_js() -> Result<(), String> {
+    for plugin in xtask::js::JS_PLUGINS {
+        let wasm = xtask::js::build_js_plugin(plugin.name).map_err(|e| e.to_string())?;
+        println!("{}", wasm.display());
+    }
+    Ok(())
 }
 
 fn new(args: &[String]) -> Result<(), String> {

@@ -42,7 +42,7 @@
 //!   [`define_auth_challenge::Request::failures`] and so on;
 //! - [`config`]: the plugin's values from `tenant.toml`, with errors that
 //!   name the missing key;
-//! - [`deny!`] (or [`deny`]) to refuse an event with a message, which the
+//! - [`deny!`] (or [`deny()`]) to refuse an event with a message, which the
 //!   caller sees as `"<Trigger> failed with error <message>."`;
 //! - [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`] to log into
 //!   the host's tracing, in the span of the call.

@@ -31,6 +31,9 @@ const USAGE: &str =
 const DEMO_CHAIN: &[(&str, &str)] = &[
     ("10-email-deny-list.wasm", "email-deny-list"),
     ("20-email-allow-list.wasm", "email-allow-list"),
+    ("40-override-token-claims.wasm", "override-token-claims"),
+    ("40-custom-auth-challenge.wasm", "custom-auth-challenge"),
+    ("40-custom-message-link.wasm", "custom-message-link"),
     ("50-sync-sample.wasm", "sync-sample"),
 ];
 

@@ -140,6 +140,12 @@ pub fn build_guests() -> Result<Vec<Guest>, String> {
 /// Writes a new plugin crate under `plugins/` (see [`template`]) and
 /// formats it with rustfmt when rustfmt is there.
 pub fn new_plugin(name: &str, trigger: &str) -> Result<PathBuf, String> {
+    // Cargo refuses two packages of one name in a workspace.
+    if guests().iter().any(|guest| guest.package == name) {
+        return Err(format!(
+            "a crate named `{name}` exists already: choose another name"
+        ));
+    }
     let dir = template::new_plugin(&workspace_root().join("plugins"), name, trigger)?;
     format_crate(&dir);
     Ok(dir)

@@ -50,9 +50,11 @@ fn template_workspace() -> (PathBuf, Vec<(String, &'static str)>) {
         .map(|line| format!("{line}\n"))
         .collect();
     sync_file(&root.join("Cargo.toml"), manifest.as_bytes());
-    if !root.join("Cargo.lock").exists() {
-        std::fs::copy(repo.join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
-    }
+    // The repository's versions, whatever Cargo trimmed from the copy.
+    sync_file(
+        &root.join("Cargo.lock"),
+        &std::fs::read(repo.join("Cargo.lock")).unwrap(),
+    );
     sync_dir(&repo.join("wit"), &root.join("wit"));
     sync_dir(&repo.join("plugins/sdk"), &root.join("plugins/sdk"));
 

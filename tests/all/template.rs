@@ -34,22 +34,38 @@ fn sync_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The repository's manifest with the plugins as the only members: its
+/// `members` and `default-members` arrays (on one line or several) give
+/// way to `members = ["plugins/*"]`; profiles and shared settings stay.
+fn scratch_manifest(manifest: &str) -> String {
+    let mut out = String::new();
+    let mut in_array = false;
+    for line in manifest.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        if in_array || key == "members" || key == "default-members" {
+            if !in_array && key == "members" {
+                out.push_str("members = [\"plugins/*\"]\n");
+            }
+            // Skip to the line that closes the array.
+            in_array = !line.contains(']');
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// The scratch workspace, with a fresh crate per trigger; returns its root
 /// and the crates' (package, trigger) names.
 fn template_workspace() -> (PathBuf, Vec<(String, &'static str)>) {
     let repo = xtask::workspace_root();
     let root = repo.join("target").join("template-test");
     let manifest = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
-    let manifest: String = manifest
-        .lines()
-        .map(|line| match line {
-            l if l.starts_with("members =") => "members = [\"plugins/*\"]",
-            l if l.starts_with("default-members =") => "",
-            l => l,
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    sync_file(&root.join("Cargo.toml"), manifest.as_bytes());
+    sync_file(
+        &root.join("Cargo.toml"),
+        scratch_manifest(&manifest).as_bytes(),
+    );
     // The repository's versions, whatever Cargo trimmed from the copy.
     sync_file(
         &root.join("Cargo.lock"),

@@ -18,6 +18,18 @@ test:
 dev:
     cargo xtask build-plugins && cargo xtask demo-plugins
 
+# Write a new plugin crate under plugins/ (see "Write your first plugin").
+new name trigger:
+    cargo xtask new {{name}} --trigger {{trigger}}
+
+# Build the plugins and put one into the running demo's tenant folder.
+install name:
+    cargo xtask install {{name}}
+
+# Build the JavaScript plugin (installs componentize-js into target/).
+build-js:
+    cargo xtask build-js
+
 # Check a component: which triggers it serves, or why it is not a plugin.
 check file:
     cargo run -q -p triggerfish -- check {{file}}

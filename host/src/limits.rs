@@ -101,8 +101,9 @@ impl Default for Limits {
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Plugin files in one tenant folder.
 pub const DEFAULT_MAX_PLUGINS: usize = 32;
-/// Size of one `.wasm` file.
-pub const DEFAULT_MAX_WASM_KIB: u64 = 10 * 1024;
+/// Size of one `.wasm` file. Rust plugins are tens of kilobytes; a
+/// JavaScript one carries its engine and is about 12 MiB.
+pub const DEFAULT_MAX_WASM_KIB: u64 = 32 * 1024;
 
 /// `[quotas]` in `tenant.toml`: what one tenant may hold of the host.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]

@@ -52,6 +52,7 @@ async fn still_serving(host: &Host, hostile_tenant: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runaway_plugins_end_as_timeout_within_the_budget() {
+    let _cpu = timing_sensitive().await;
     // Overshoot allowed past the budget: one epoch tick in principle,
     // plus scheduling on a loaded two-core CI machine.
     const OVERSHOOT: Duration = Duration::from_millis(500);

@@ -17,6 +17,11 @@ use triggerfish::watch;
 const TWO_VERSIONS: &str = "[auth]\nmode = \"none\"\n\
     [plugins.10-step.config]\nmode = \"auto-confirm\"\ndomains = \"example.com\"\nauto-confirm = true\n";
 
+/// How long a change may take to show before a test gives up: far more
+/// than a reload needs, so a loaded CI machine does not fail a test that
+/// checks behaviour, not speed (the swap test checks speed on its own).
+const EVENTUALLY: Duration = Duration::from_secs(20);
+
 /// Which version answered, from the response it left.
 fn version_of(event: &Value) -> Option<u32> {
     match (
@@ -76,6 +81,7 @@ async fn serves_within(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_replaced_under_load_fails_no_request() {
+    let _cpu = timing_sensitive().await;
     let v1 = std::fs::read(guests::PRESIGNUP_PROBE).unwrap();
     let v2 = std::fs::read(guests::EMAIL_ALLOW_LIST).unwrap();
     let dir = PluginsDir::new();
@@ -122,7 +128,7 @@ async fn a_plugin_replaced_under_load_fails_no_request() {
     for swap in 0..6 {
         let (bytes, version) = if swap % 2 == 0 { (&v2, 2) } else { (&v1, 1) };
         swap_in(&tenant_dir, "10-step.wasm", bytes);
-        let took = serves_within(&host, "live", version, Duration::from_secs(5)).await;
+        let took = serves_within(&host, "live", version, EVENTUALLY).await;
         times.push(took.unwrap_or_else(|| panic!("swap {swap}: version {version} never served")));
     }
     stop.store(true, Ordering::Relaxed);
@@ -154,7 +160,7 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
     let last_error = |host: &Host| {
         host.tenant("t").and_then(|t| {
             t.failure_of("10-step")
-                .map(|f| (f.error.clone(), f.serving_previous))
+                .map(|f| (f.error.clone(), f.serving_previous, f.at))
         })
     };
 
@@ -178,9 +184,11 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
         ),
     ];
     for (what, bytes, reason) in broken {
+        let swapped = std::time::SystemTime::now();
         swap_in(&tenant_dir, "10-step.wasm", &bytes);
-        let refused = within(Duration::from_secs(5), || {
-            last_error(&host).is_some_and(|(error, _)| error.contains(reason))
+        // This file's own refusal, not the one before it with the same words.
+        let refused = within(Duration::from_secs(20), || {
+            last_error(&host).is_some_and(|(error, _, at)| error.contains(reason) && at >= swapped)
         })
         .await;
         assert!(
@@ -206,9 +214,7 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
         "10-step.wasm",
         &std::fs::read(guests::EMAIL_ALLOW_LIST).unwrap(),
     );
-    assert!(serves_within(&host, "t", 2, Duration::from_secs(5))
-        .await
-        .is_some());
+    assert!(serves_within(&host, "t", 2, EVENTUALLY).await.is_some());
     assert_eq!(last_error(&host), None);
 }
 
@@ -229,7 +235,7 @@ async fn tenants_and_plugins_come_and_go() {
     .unwrap();
     std::fs::write(staging.join("20-copy.wasm"), &probe).unwrap();
     std::fs::rename(&staging, dir.path().join("fresh")).unwrap();
-    let arrived = within(Duration::from_secs(5), || {
+    let arrived = within(EVENTUALLY, || {
         host.tenant("fresh").is_some_and(|t| t.plugins.len() == 1)
     })
     .await;
@@ -249,14 +255,12 @@ async fn tenants_and_plugins_come_and_go() {
 
     // A plugin added in front of it, by file name.
     swap_in(&dir.tenant_dir("fresh"), "10-auto-confirm.wasm", &probe);
-    assert!(within(Duration::from_secs(5), || host
-        .tenant("fresh")
-        .unwrap()
-        .plugins
-        .len()
-        == 2)
-    .await
-    .is_some());
+    assert!(
+        within(EVENTUALLY, || host.tenant("fresh").unwrap().plugins.len()
+            == 2)
+        .await
+        .is_some()
+    );
     let names: Vec<String> = host
         .tenant("fresh")
         .unwrap()
@@ -272,14 +276,12 @@ async fn tenants_and_plugins_come_and_go() {
 
     // The plugin deleted: it leaves the chain.
     std::fs::remove_file(dir.tenant_dir("fresh").join("10-auto-confirm.wasm")).unwrap();
-    assert!(within(Duration::from_secs(5), || host
-        .tenant("fresh")
-        .unwrap()
-        .plugins
-        .len()
-        == 1)
-    .await
-    .is_some());
+    assert!(
+        within(EVENTUALLY, || host.tenant("fresh").unwrap().plugins.len()
+            == 1)
+        .await
+        .is_some()
+    );
     assert_eq!(
         respond(host.clone()).await["response"]["autoConfirmUser"],
         false
@@ -287,11 +289,9 @@ async fn tenants_and_plugins_come_and_go() {
 
     // The tenant deleted: it no longer serves.
     std::fs::remove_dir_all(dir.tenant_dir("fresh")).unwrap();
-    assert!(
-        within(Duration::from_secs(5), || host.tenant("fresh").is_none())
-            .await
-            .is_some()
-    );
+    assert!(within(EVENTUALLY, || host.tenant("fresh").is_none())
+        .await
+        .is_some());
 }
 
 /// A folder next to the plugins folders' temp dirs, to build a tenant in
@@ -321,9 +321,7 @@ async fn twenty_rapid_writes_end_with_the_last_content() {
     for i in 0..20 {
         std::fs::write(&path, if i % 2 == 0 { &v1 } else { &v2 }).unwrap();
     }
-    assert!(serves_within(&host, "t", 2, Duration::from_secs(5))
-        .await
-        .is_some());
+    assert!(serves_within(&host, "t", 2, EVENTUALLY).await.is_some());
     // And it stays that way once the burst is over.
     tokio::time::sleep(watch::MAX_DELAY * 2).await;
     assert_eq!(serving_version(&host, "t").await, Some(2));
@@ -353,10 +351,7 @@ async fn settings_reload_and_a_bad_tenant_toml_keeps_the_old_ones() {
     );
     let started = Instant::now();
     while denies(host.clone(), "x@spam.test").await {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "new settings never applied"
-        );
+        assert!(started.elapsed() < EVENTUALLY, "new settings never applied");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(denies(host.clone(), "x@other.test").await);
@@ -366,7 +361,7 @@ async fn settings_reload_and_a_bad_tenant_toml_keeps_the_old_ones() {
         "t",
         "[plugins.10-email-deny-list.config]\ndomains = \"spam.test\"\n[limits]\nfuell = 1\n",
     );
-    let reported = within(Duration::from_secs(5), || {
+    let reported = within(EVENTUALLY, || {
         host.tenant("t")
             .unwrap()
             .failure_of("tenant.toml")
@@ -408,9 +403,7 @@ async fn sighup_reloads_when_the_watcher_is_off() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(serves_within(&host, "t", 2, Duration::from_secs(5))
-        .await
-        .is_some());
+    assert!(serves_within(&host, "t", 2, EVENTUALLY).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,6 +203,7 @@ async fn links_cannot_reach_outside_the_plugins_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_runaway_plugin_does_not_slow_another() {
+    let _cpu = timing_sensitive().await;
     let dir = PluginsDir::new();
     dir.plugin("attacker", "10-hostile.wasm", guests::HOSTILE)
         .settings(

@@ -1,11 +1,15 @@
 //! Building the WebAssembly guests: the example plugins in `plugins/` and
-//! the test guests in `tests/guests/`.
+//! the test guests in `tests/guests/`; and writing new plugin crates
+//! ([`template`]).
 //!
 //! Used by `cargo xtask` and by the test support crate's build script, so
 //! there is one way to build a plugin.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod js;
+pub mod template;
 
 /// The target plugins are built for.
 pub const TARGET: &str = "wasm32-wasip2";
@@ -142,9 +146,92 @@ pub fn build_guests() -> Result<Vec<Guest>, String> {
     Ok(guests)
 }
 
+/// Writes a new plugin crate under `plugins/` (see [`template`]) and
+/// formats it with rustfmt when rustfmt is there.
+pub fn new_plugin(name: &str, trigger: &str) -> Result<PathBuf, String> {
+    // Cargo refuses two packages of one name in a workspace.
+    if guests().iter().any(|guest| guest.package == name) {
+        return Err(format!(
+            "a crate named `{name}` exists already: choose another name"
+        ));
+    }
+    let dir = template::new_plugin(&workspace_root().join("plugins"), name, trigger)?;
+    format_crate(&dir);
+    Ok(dir)
+}
+
+/// Runs rustfmt over a generated crate; a machine without rustfmt keeps
+/// the generated text, which compiles all the same.
+pub fn format_crate(dir: &Path) {
+    let _ = Command::new("rustfmt")
+        .args(["--edition", "2021"])
+        .arg(dir.join("src").join("lib.rs"))
+        .status();
+}
+
+/// Copies a built `.wasm` into a tenant folder as `file_name`: copied
+/// beside it under a hidden name first, then renamed into place, so a host
+/// watching the folder never loads a half-written plugin.
+pub fn install_plugin(wasm: &Path, tenant_dir: &Path, file_name: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(tenant_dir)
+        .map_err(|e| format!("cannot create {}: {e}", tenant_dir.display()))?;
+    let target = tenant_dir.join(file_name);
+    let partial = tenant_dir.join(format!(".{file_name}.partial"));
+    std::fs::copy(wasm, &partial)
+        .and_then(|_| std::fs::rename(&partial, &target))
+        .map_err(|e| format!("cannot copy {}: {e}", wasm.display()))?;
+    Ok(target)
+}
+
+/// `settings` (the text of `tenant.toml`, possibly empty) with the section
+/// `[plugins.<stem>.config]` replaced by `lines`, or added at the end.
+pub fn with_plugin_config(settings: &str, stem: &str, lines: &[String]) -> String {
+    let header = format!("[plugins.{stem}.config]");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in settings.lines() {
+        let trimmed = line.trim();
+        if trimmed == header {
+            skipping = true;
+            continue;
+        }
+        if skipping && trimmed.starts_with('[') {
+            skipping = false;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    out.push_str(&header);
+    out.push('\n');
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_config_sections_are_replaced() {
+        let settings = "[auth]\nmode = \"none\"\n\n[plugins.30-x.config]\na = 1\n\n[plugins.40-y.config]\nb = 2\n";
+        let out = with_plugin_config(settings, "30-x", &["a = 2".to_owned()]);
+        assert_eq!(
+            out,
+            "[auth]\nmode = \"none\"\n\n[plugins.40-y.config]\nb = 2\n\n[plugins.30-x.config]\na = 2\n"
+        );
+        assert_eq!(
+            with_plugin_config("", "30-x", &["a = 1".to_owned()]),
+            "[plugins.30-x.config]\na = 1\n"
+        );
+    }
 
     #[test]
     fn finds_the_example_plugins() {

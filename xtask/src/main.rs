@@ -7,15 +7,36 @@
 //!   BENCHMARKS.md (see `bench/`).
 //! - `demo-plugins`: build the plugins and lay out the demo tenant again
 //!   (a running demo host picks them up).
+//! - `build-js`: build the JavaScript plugins (componentize-js from npm,
+//!   installed into `target/js-tools`).
+//! - `new <name> --trigger <trigger>`: write a new plugin crate in
+//!   `plugins/<name>` that builds and passes its tests as it is.
+//! - `install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...`:
+//!   build the plugins and put one into a tenant folder of the demo
+//!   (`30-<name>.wasm` in `demo` by default), copied then renamed so a
+//!   running host never sees half of it; `--config` lines replace the
+//!   plugin's `[plugins.<stem>.config]` section of that tenant's
+//!   `tenant.toml`, written before the plugin.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
-use xtask::{build_guests, workspace_root, Guest};
+use xtask::{
+    build_guests, install_plugin, new_plugin, template, with_plugin_config, workspace_root, Guest,
+};
+
+const USAGE: &str =
+    "usage: cargo xtask build-plugins | build-js | demo [--listen ADDR] | demo-plugins
+       | bench [--seconds N] [--out FILE]
+       | new <name> --trigger <trigger>
+       | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...";
 
 /// The demo tenant's chain: (file name in the tenant folder, package).
 const DEMO_CHAIN: &[(&str, &str)] = &[
     ("10-email-deny-list.wasm", "email-deny-list"),
     ("20-email-allow-list.wasm", "email-allow-list"),
+    ("40-override-token-claims.wasm", "override-token-claims"),
+    ("40-custom-auth-challenge.wasm", "custom-auth-challenge"),
+    ("40-custom-message-link.wasm", "custom-message-link"),
     ("50-sync-sample.wasm", "sync-sample"),
 ];
 
@@ -32,9 +53,10 @@ fn main() -> ExitCode {
         Some("demo-plugins") => {
             build_guests().and_then(|guests| lay_out_demo(&guests, &demo_dir()))
         }
-        _ => {
-            Err("usage: cargo xtask build-plugins | demo [--listen ADDR] | demo-plugins | bench [--seconds N] [--out FILE]".to_owned())
-        }
+        Some("build-js") => build_js(),
+        Some("new") => new(&args[1..]),
+        Some("install") => install(&args[1..]),
+        _ => Err(USAGE.to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +143,78 @@ fn demo(args: &[String]) -> Result<(), String> {
         .ok_or_else(|| "the host exited with an error".to_owned())
 }
 
+fn build_js() -> Result<(), String> {
+    for plugin in xtask::js::JS_PLUGINS {
+        let wasm = xtask::js::build_js_plugin(plugin.name).map_err(|e| e.to_string())?;
+        println!("{}", wasm.display());
+    }
+    Ok(())
+}
+
+fn new(args: &[String]) -> Result<(), String> {
+    let (name, trigger) = match args {
+        [name, flag, trigger] if flag == "--trigger" => (name, trigger),
+        [flag, trigger, name] if flag == "--trigger" => (name, trigger),
+        _ => {
+            return Err(format!(
+                "usage: cargo xtask new <name> --trigger <trigger>\ntriggers: {}",
+                template::trigger_names()
+            ))
+        }
+    };
+    let dir = new_plugin(name, trigger)?;
+    let file = name.replace('-', "_");
+    println!(
+        "wrote {dir}\n\nnext:\n  cargo test -p {name}\n  cargo xtask build-plugins   \
+         # target/guests/wasm32-wasip2/guest/{file}.wasm\n  cargo xtask install {name}  \
+         # into the running demo (cargo xtask demo)",
+        dir = dir.display()
+    );
+    Ok(())
+}
+
+fn install(args: &[String]) -> Result<(), String> {
+    let Some((name, mut rest)) = args.split_first() else {
+        return Err(USAGE.to_owned());
+    };
+    let (mut tenant, mut file) = ("demo".to_owned(), format!("30-{name}.wasm"));
+    let mut config = Vec::new();
+    while let [flag, value, tail @ ..] = rest {
+        match flag.as_str() {
+            "--tenant" => tenant = value.clone(),
+            "--as" => file = value.clone(),
+            "--config" if value.contains('=') => config.push(value.clone()),
+            "--config" => return Err(format!("--config takes `KEY = VALUE`, not `{value}`")),
+            _ => return Err(USAGE.to_owned()),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(USAGE.to_owned());
+    }
+    if !file.ends_with(".wasm") || file.contains(['/', '\\']) {
+        return Err(format!("`{file}` must be a file name ending in .wasm"));
+    }
+    let guests = build_guests()?;
+    let guest = guests
+        .iter()
+        .find(|g| g.package == *name)
+        .ok_or_else(|| format!("no plugin crate `{name}` under plugins/"))?;
+    let dir = workspace_root().join("target").join("demo").join(&tenant);
+    if !config.is_empty() {
+        let path = dir.join("tenant.toml");
+        let settings = std::fs::read_to_string(&path).unwrap_or_default();
+        let stem = file.trim_end_matches(".wasm");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::write(&path, with_plugin_config(&settings, stem, &config))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("configured [plugins.{stem}.config] in {}", path.display());
+    }
+    let installed = install_plugin(&guest.wasm, &dir, &file)?;
+    println!("installed {}", installed.display());
+    Ok(())
+}
+
 /// The demo tenant's folder.
 fn demo_dir() -> std::path::PathBuf {
     workspace_root().join("target").join("demo").join("demo")
@@ -133,12 +227,7 @@ fn lay_out_demo(guests: &[Guest], tenant_dir: &Path) -> Result<(), String> {
             .iter()
             .find(|g| g.package == *package)
             .ok_or_else(|| format!("no guest crate {package}"))?;
-        // Copy, then rename into place: a host watching the folder never
-        // sees a half-written plugin.
-        let partial = tenant_dir.join(format!(".{file}.partial"));
-        std::fs::copy(&guest.wasm, &partial)
-            .and_then(|_| std::fs::rename(&partial, tenant_dir.join(file)))
-            .map_err(|e| format!("cannot copy {}: {e}", guest.wasm.display()))?;
+        install_plugin(&guest.wasm, tenant_dir, file)?;
     }
     let settings = workspace_root()
         .join("xtask")

@@ -1,51 +1,302 @@
 //! Write Triggerfish plugins in Rust.
 //!
-//! A plugin is a WebAssembly component that exports one interface per
-//! trigger it handles. [`bindings!`] generates the types and traits of a
-//! trigger's world; implement its `Guest` trait and `export!` your type:
+//! A plugin is a WebAssembly component that exports one interface of the
+//! contract (`wit/`) per trigger it handles. This crate holds the bindings
+//! of every trigger, generated once: pick the trigger's module, implement
+//! its `Guest` trait, and name the triggers in [`export!`]. A complete
+//! plugin:
 //!
-//! ```ignore
-//! triggerfish_sdk::bindings!("triggerfish:user-pool/pre-sign-up-plugin");
-//! use exports::triggerfish::user_pool::pre_sign_up::{Context, Guest, Request, Response};
+//! ```
+//! use triggerfish_sdk::pre_sign_up::{Context, Guest, Request, Response};
+//! use triggerfish_sdk::{config, deny, info};
 //!
-//! struct Plugin;
+//! struct TrustedDomain;
 //!
-//! impl Guest for Plugin {
+//! impl Guest for TrustedDomain {
 //!     fn handle(_: Context, request: Request, mut response: Response) -> Result<Response, String> {
-//!         let email = triggerfish_sdk::attribute(&request.user_attributes, "email").unwrap_or("");
-//!         if email.ends_with("@example.com") {
-//!             return Err("example.com addresses cannot sign up".into());
+//!         let trusted = config::require("domain")?;
+//!         let Some(domain) = request.email_domain() else { deny!("An email address is required") };
+//!         if domain == trusted {
+//!             info!("confirmed a sign-up from {domain}");
+//!             response.confirm_user().verify_email();
 //!         }
-//!         response.auto_confirm_user = Some(true);
 //!         Ok(response)
 //!     }
 //! }
 //!
-//! export!(Plugin);
+//! triggerfish_sdk::export!(TrustedDomain: pre_sign_up);
 //! ```
 //!
-//! Build with `cargo build --target wasm32-wasip2 --release` and drop the
-//! `.wasm` into a tenant folder.
+//! `cargo xtask new <name> --trigger <trigger>` writes a plugin crate like
+//! this one, with a test; `cargo xtask build-plugins` builds it for
+//! `wasm32-wasip2`, and the `.wasm` goes into a tenant's folder.
+//!
+//! # What a handler gets
+//!
+//! - a module per trigger ([`pre_sign_up`], [`pre_token_generation_v2`],
+//!   [`sync_trigger`], ...) with its `Request`, `Response` and `Guest`
+//!   trait, and helper methods on them: [`pre_sign_up::Request::email`],
+//!   [`pre_sign_up::Response::confirm_user`],
+//!   [`pre_token_generation::Response::add_claim`],
+//!   [`pre_token_generation_v2::Response::access_token`],
+//!   [`define_auth_challenge::Request::failures`] and so on;
+//! - [`config`]: the plugin's values from `tenant.toml`, with errors that
+//!   name the missing key;
+//! - [`deny!`] (or [`deny()`]) to refuse an event with a message, which the
+//!   caller sees as `"<Trigger> failed with error <message>."`;
+//! - [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`] to log into
+//!   the host's tracing, in the span of the call.
+//!
+//! A plugin serving several triggers implements several `Guest` traits on
+//! one type and names them all: `export!(Plugin: define_auth_challenge,
+//! create_auth_challenge, verify_auth_challenge_response)`. The component
+//! then exports exactly those interfaces.
+//!
+//! # Testing a plugin natively
+//!
+//! The bindings compile for the host too, so a plugin's logic can be unit
+//! tested with `cargo test -p <plugin>`: outside WebAssembly, [`config`]
+//! reads the values set with [`testing::set_config`] and log lines are kept
+//! for [`testing::logs`]. Every `Request`, `Response` and [`Context`]
+//! implements `Default`.
+//!
+//! # Limits
+//!
+//! Nothing survives between calls: every event gets a fresh instance. A
+//! plugin has no filesystem, environment, network or arguments; it can log
+//! and read its config. A panic is reported as a `trap` and stops the chain.
+//!
+//! Plugins that need a world of their own (another WIT copy, or every
+//! trigger at once) can still generate bindings in their crate with
+//! [`bindings!`].
+
+// The generated bindings name this crate by path, from inside it and from
+// the plugin crates their export macros expand in.
+extern crate self as triggerfish_sdk;
 
 #[doc(hidden)]
 pub use wit_bindgen;
 
-/// The host's imports, shared by every plugin.
 #[doc(hidden)]
-pub mod host {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "triggerfish:host/imports@0.1.0",
-    });
+pub mod bindings;
+pub mod config;
+mod helpers;
+pub mod http;
+mod log;
+pub mod testing;
+
+#[doc(hidden)]
+pub use bindings::host;
+pub use helpers::{attribute, domain_matches, email_domain, set_attribute};
+pub use log::{log, Level};
+
+/// The read-only parameters every user pool event shares, and the other
+/// types of the contract's `types` interface.
+pub use bindings::host::triggerfish::user_pool::types::{
+    CallerContext, ChallengeResult, Context, GroupConfiguration, GroupOverrideDetails, StringMap,
+};
+
+macro_rules! trigger_module {
+    ($(#[$doc:meta])* $module:ident => [$($item:ident),* $(,)?]) => {
+        $(#[$doc])*
+        pub mod $module {
+            pub use crate::bindings::$module::exports::triggerfish::user_pool::$module::{
+                Guest, $($item),*
+            };
+            pub use crate::Context;
+        }
+    };
 }
 
-pub use host::triggerfish::host::log::Level;
+trigger_module!(
+    /// Pre sign-up: accept or deny a sign-up, and confirm or verify it
+    /// early. `PreSignUp_SignUp`, `_AdminCreateUser`, `_ExternalProvider`.
+    pre_sign_up => [Request, Response]
+);
+trigger_module!(
+    /// Post confirmation: react to a confirmed user. Return `Ok(())` to let
+    /// the flow go on. `PostConfirmation_ConfirmSignUp`,
+    /// `_ConfirmForgotPassword`.
+    post_confirmation => [Request]
+);
+trigger_module!(
+    /// Pre authentication: accept or deny a sign-in.
+    /// `PreAuthentication_Authentication`.
+    pre_authentication => [Request]
+);
+trigger_module!(
+    /// Post authentication: react to a successful sign-in.
+    /// `PostAuthentication_Authentication`.
+    post_authentication => [Request]
+);
+trigger_module!(
+    /// Define auth challenge: decide the next step of a custom auth flow.
+    /// `DefineAuthChallenge_Authentication`.
+    define_auth_challenge => [Request, Response]
+);
+trigger_module!(
+    /// Create auth challenge: build the challenge the user must answer.
+    /// `CreateAuthChallenge_Authentication`.
+    create_auth_challenge => [Request, Response]
+);
+trigger_module!(
+    /// Verify auth challenge response: judge the user's answer.
+    /// `VerifyAuthChallengeResponse_Authentication`.
+    verify_auth_challenge_response => [Request, Response]
+);
+trigger_module!(
+    /// Pre token generation, event version 1: ID token claims and groups.
+    /// `TokenGeneration_*` events with `"version": "1"`.
+    pre_token_generation => [Request, Response, ClaimsOverrideDetails]
+);
+trigger_module!(
+    /// Pre token generation, event versions 2 and 3: claims and scopes of
+    /// the ID and access tokens, and groups. `TokenGeneration_*` events with
+    /// `"version": "2"` or `"3"`.
+    pre_token_generation_v2 => [
+        Request,
+        Response,
+        ClaimValue,
+        ClaimsAndScopeOverrideDetails,
+        IdTokenGeneration,
+        AccessTokenGeneration,
+    ]
+);
+trigger_module!(
+    /// Migrate user: bring a user in from another directory.
+    /// `UserMigration_Authentication`, `_ForgotPassword`.
+    user_migration => [Request, Response]
+);
+trigger_module!(
+    /// Custom message: write the email or SMS Cognito sends.
+    /// `CustomMessage_SignUp`, `_AdminCreateUser`, `_ResendCode`,
+    /// `_ForgotPassword`, `_UpdateUserAttribute`, `_VerifyUserAttribute`,
+    /// `_Authentication`.
+    custom_message => [Request, Response]
+);
+trigger_module!(
+    /// Custom email sender: deliver Cognito's emails yourself.
+    /// `CustomEmailSender_*`.
+    custom_email_sender => [Request]
+);
+trigger_module!(
+    /// Custom SMS sender: deliver Cognito's text messages yourself.
+    /// `CustomSMSSender_*`.
+    custom_sms_sender => [Request]
+);
 
-pub mod http;
+/// The Cognito Sync `SyncTrigger`: change the records of a dataset being
+/// synchronised. Events with `"eventType": "SyncTrigger"`.
+pub mod sync_trigger {
+    pub use crate::bindings::sync_trigger::exports::triggerfish::sync::sync_trigger::{
+        DatasetRecord, DatasetRecords, Event, Guest, Op,
+    };
+}
 
-/// Generates the bindings of one world of the contract in the calling
-/// module: an `exports` module with the trigger's types and `Guest` trait,
-/// and an `export!` macro.
+/// Refuses the event: returns `Err` with a `format!`-style message from the
+/// enclosing handler. The caller sees `"<Trigger> failed with error
+/// <message>."` and the chain stops.
+///
+/// ```
+/// fn check(domain: &str) -> Result<(), String> {
+///     if domain == "spam.test" {
+///         triggerfish_sdk::deny!("Sign-ups from {domain} are not allowed");
+///     }
+///     Ok(())
+/// }
+/// assert_eq!(check("spam.test").unwrap_err(), "Sign-ups from spam.test are not allowed");
+/// ```
+#[macro_export]
+macro_rules! deny {
+    ($($arg:tt)*) => {
+        return ::core::result::Result::Err(::std::format!($($arg)*))
+    };
+}
+
+/// A denial with `message`, for use as an expression:
+/// `return deny("not today")` or `.ok_or_else(...)`-free early exits.
+pub fn deny<T>(message: impl Into<String>) -> Result<T, String> {
+    Err(message.into())
+}
+
+/// Exports a type's `Guest` implementations as the plugin's triggers:
+/// `export!(Plugin: pre_sign_up)`, or several at once,
+/// `export!(Plugin: pre_token_generation, pre_token_generation_v2)`.
+///
+/// The names are the trigger modules of this crate: `pre_sign_up`,
+/// `post_confirmation`, `pre_authentication`, `post_authentication`,
+/// `define_auth_challenge`, `create_auth_challenge`,
+/// `verify_auth_challenge_response`, `pre_token_generation`,
+/// `pre_token_generation_v2`, `user_migration`, `custom_message`,
+/// `custom_email_sender`, `custom_sms_sender`, `sync_trigger`. Use it once
+/// per plugin crate, at the top level.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ident : $($trigger:ident),+ $(,)?) => {
+        $( $crate::__export_trigger!($plugin, $trigger); )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_trigger {
+    ($plugin:ident, pre_sign_up) => {
+        $crate::__export_pre_sign_up_plugin_impl!($plugin with_types_in $crate::bindings::pre_sign_up);
+    };
+    ($plugin:ident, post_confirmation) => {
+        $crate::__export_post_confirmation_plugin_impl!($plugin with_types_in $crate::bindings::post_confirmation);
+    };
+    ($plugin:ident, pre_authentication) => {
+        $crate::__export_pre_authentication_plugin_impl!($plugin with_types_in $crate::bindings::pre_authentication);
+    };
+    ($plugin:ident, post_authentication) => {
+        $crate::__export_post_authentication_plugin_impl!($plugin with_types_in $crate::bindings::post_authentication);
+    };
+    ($plugin:ident, define_auth_challenge) => {
+        $crate::__export_define_auth_challenge_plugin_impl!($plugin with_types_in $crate::bindings::define_auth_challenge);
+    };
+    ($plugin:ident, create_auth_challenge) => {
+        $crate::__export_create_auth_challenge_plugin_impl!($plugin with_types_in $crate::bindings::create_auth_challenge);
+    };
+    ($plugin:ident, verify_auth_challenge_response) => {
+        $crate::__export_verify_auth_challenge_response_plugin_impl!($plugin with_types_in $crate::bindings::verify_auth_challenge_response);
+    };
+    ($plugin:ident, pre_token_generation) => {
+        $crate::__export_pre_token_generation_plugin_impl!($plugin with_types_in $crate::bindings::pre_token_generation);
+    };
+    ($plugin:ident, pre_token_generation_v2) => {
+        $crate::__export_pre_token_generation_v2_plugin_impl!($plugin with_types_in $crate::bindings::pre_token_generation_v2);
+    };
+    ($plugin:ident, user_migration) => {
+        $crate::__export_user_migration_plugin_impl!($plugin with_types_in $crate::bindings::user_migration);
+    };
+    ($plugin:ident, custom_message) => {
+        $crate::__export_custom_message_plugin_impl!($plugin with_types_in $crate::bindings::custom_message);
+    };
+    ($plugin:ident, custom_email_sender) => {
+        $crate::__export_custom_email_sender_plugin_impl!($plugin with_types_in $crate::bindings::custom_email_sender);
+    };
+    ($plugin:ident, custom_sms_sender) => {
+        $crate::__export_custom_sms_sender_plugin_impl!($plugin with_types_in $crate::bindings::custom_sms_sender);
+    };
+    ($plugin:ident, sync_trigger) => {
+        $crate::__export_sync_plugin_impl!($plugin with_types_in $crate::bindings::sync_trigger);
+    };
+    ($plugin:ident, $other:ident) => {
+        ::core::compile_error!(::core::concat!(
+            "`", ::core::stringify!($other), "` is not a trigger: use one of pre_sign_up, ",
+            "post_confirmation, pre_authentication, post_authentication, define_auth_challenge, ",
+            "create_auth_challenge, verify_auth_challenge_response, pre_token_generation, ",
+            "pre_token_generation_v2, user_migration, custom_message, custom_email_sender, ",
+            "custom_sms_sender, sync_trigger"
+        ));
+    };
+}
+
+/// Generates the bindings of any world of the contract in the calling
+/// module (an `exports` module with the types and `Guest` traits, and an
+/// `export!` macro), for plugins that need a world the trigger modules do
+/// not cover, such as `every-trigger`. Most plugins want [`export!`].
 ///
 /// The one-argument form reads the WIT from `../../wit` (a crate in this
 /// repository's `plugins/`); pass the path first to use another copy.
@@ -60,134 +311,10 @@ macro_rules! bindings {
             world: $world,
             runtime_path: "::triggerfish_sdk::wit_bindgen::rt",
             with: {
-                "triggerfish:host/log@0.1.0": ::triggerfish_sdk::host::triggerfish::host::log,
-                "triggerfish:host/config@0.1.0": ::triggerfish_sdk::host::triggerfish::host::config,
+                "triggerfish:host/log@0.1.0": ::triggerfish_sdk::bindings::host::triggerfish::host::log,
+                "triggerfish:host/config@0.1.0": ::triggerfish_sdk::bindings::host::triggerfish::host::config,
             },
             generate_all,
         });
     };
-}
-
-/// Writes a line to the host's log, in the span of this call.
-pub fn log(level: Level, message: &str) {
-    host::triggerfish::host::log::write(level, message);
-}
-
-/// Logs at info level, `format!` style.
-#[macro_export]
-macro_rules! info {
-    ($($arg:tt)*) => { $crate::log($crate::Level::Info, &format!($($arg)*)) };
-}
-
-/// Logs at warn level, `format!` style.
-#[macro_export]
-macro_rules! warn {
-    ($($arg:tt)*) => { $crate::log($crate::Level::Warn, &format!($($arg)*)) };
-}
-
-/// Logs at debug level, `format!` style.
-#[macro_export]
-macro_rules! debug {
-    ($($arg:tt)*) => { $crate::log($crate::Level::Debug, &format!($($arg)*)) };
-}
-
-/// This plugin's settings from `tenant.toml`.
-pub mod config {
-    use crate::host::triggerfish::host::config as imports;
-
-    /// The value of `key`, if the tenant set one.
-    pub fn get(key: &str) -> Option<String> {
-        imports::get(key)
-    }
-
-    /// The value of `key`, or an error naming the key that is missing.
-    /// Returned from a handler, the error stops the chain.
-    pub fn require(key: &str) -> Result<String, String> {
-        imports::get(key).ok_or_else(|| {
-            format!("the plugin's config has no `{key}`: set it under [plugins.<file stem>.config] in tenant.toml")
-        })
-    }
-
-    /// Whether `key` is set to `true`, `yes` or `1`.
-    pub fn flag(key: &str) -> bool {
-        matches!(
-            imports::get(key).as_deref().map(str::trim),
-            Some("true" | "yes" | "1")
-        )
-    }
-
-    /// A comma-separated value (or a TOML list) as its items, trimmed,
-    /// without empty ones.
-    pub fn list(key: &str) -> Vec<String> {
-        imports::get(key)
-            .map(|value| split_list(&value))
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn split_list(value: &str) -> Vec<String> {
-        value
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// The value of `name` in a map of attributes (`userAttributes`,
-/// `clientMetadata`, ...).
-pub fn attribute<'a>(map: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    map.iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_str())
-}
-
-/// Sets `name` to `value` in a map of attributes, replacing any old value.
-pub fn set_attribute(map: &mut Vec<(String, String)>, name: &str, value: impl Into<String>) {
-    let value = value.into();
-    match map.iter_mut().find(|(key, _)| key == name) {
-        Some(entry) => entry.1 = value,
-        None => map.push((name.to_owned(), value)),
-    }
-}
-
-/// The domain of an email address, lower-cased: `Jane@Example.COM` gives
-/// `example.com`. None when the address has no `@` or nothing after it.
-pub fn email_domain(email: &str) -> Option<String> {
-    let (_, domain) = email.trim().rsplit_once('@')?;
-    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
-}
-
-/// Whether `domain` is `listed` or a subdomain of it.
-pub fn domain_matches(domain: &str, listed: &str) -> bool {
-    let listed = listed.trim().trim_start_matches('@').to_ascii_lowercase();
-    domain == listed || domain.ends_with(&format!(".{listed}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn email_domains() {
-        assert_eq!(
-            email_domain("Jane@Example.COM").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(email_domain("nobody"), None);
-        assert_eq!(email_domain("x@"), None);
-        assert!(domain_matches("mail.spam.test", "spam.test"));
-        assert!(domain_matches("spam.test", "@SPAM.test"));
-        assert!(!domain_matches("notspam.test", "spam.test"));
-    }
-
-    #[test]
-    fn lists_and_attributes() {
-        assert_eq!(config::split_list(" a, b ,,c"), ["a", "b", "c"]);
-        let mut map = vec![("email".to_owned(), "a@b.c".to_owned())];
-        set_attribute(&mut map, "email", "x@y.z");
-        set_attribute(&mut map, "name", "X");
-        assert_eq!(attribute(&map, "email"), Some("x@y.z"));
-        assert_eq!(attribute(&map, "name"), Some("X"));
-    }
 }

@@ -1,9 +1,7 @@
 //! SyncTrigger: Cognito's sample sync handler. Modifies `SampleKey1`,
 //! removes `SampleKey2`, and adds `SampleKey3` when it is not there.
 
-triggerfish_sdk::bindings!("triggerfish:sync/sync-plugin@0.1.0");
-
-use exports::triggerfish::sync::sync_trigger::{DatasetRecord, DatasetRecords, Event, Guest, Op};
+use triggerfish_sdk::sync_trigger::{DatasetRecord, DatasetRecords, Event, Guest, Op};
 
 struct SyncSample;
 
@@ -49,4 +47,4 @@ impl Guest for SyncSample {
     }
 }
 
-export!(SyncSample);
+triggerfish_sdk::export!(SyncSample: sync_trigger);

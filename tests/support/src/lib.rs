@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The project tasks (`cargo xtask`), for tests of what they write.
+pub use xtask;
+
 /// Paths of the built guests, one constant per crate (`EMAIL_DENY_LIST`,
 /// `HOSTILE`, ...).
 pub mod guests {

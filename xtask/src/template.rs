@@ -1,0 +1,459 @@
+//! `cargo xtask new <name> --trigger <trigger>`: a new plugin crate that
+//! builds, passes its own tests and loads in the host as written.
+//!
+//! Every template is the same small, working plugin: it refuses events for
+//! the users listed in its config (`blocked-users`; `blocked-identities`
+//! for the sync trigger) and lets the rest through unchanged, with a unit
+//! test of both. That shows the parts every handler has (config, a
+//! denial, logging, a test) and leaves one place to write the real logic.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// How a trigger's `handle` is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `handle(context, request, response) -> Result<Response, String>`
+    Respond,
+    /// `handle(context, request) -> Result<(), String>`
+    Notify,
+    /// `handle(event, records) -> Result<DatasetRecords, String>`
+    Sync,
+}
+
+/// A trigger a template can be written for.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerTemplate {
+    /// The name on the command line: the WIT interface name.
+    pub name: &'static str,
+    /// The SDK module (and `export!` name).
+    module: &'static str,
+    shape: Shape,
+    /// A `triggerSource` of this trigger (for tests).
+    pub source: &'static str,
+    /// Whether the request has `user_attributes` (for `request.email()`).
+    has_email: bool,
+    /// One comment line pointing at the SDK helpers for this trigger.
+    hint: &'static str,
+}
+
+const fn t(
+    name: &'static str,
+    module: &'static str,
+    shape: Shape,
+    source: &'static str,
+    has_email: bool,
+    hint: &'static str,
+) -> TriggerTemplate {
+    TriggerTemplate {
+        name,
+        module,
+        shape,
+        source,
+        has_email,
+        hint,
+    }
+}
+
+/// Every trigger of the contract.
+pub const TRIGGERS: &[TriggerTemplate] = &[
+    t("pre-sign-up", "pre_sign_up", Shape::Respond, "PreSignUp_SignUp", true,
+      "response.confirm_user().verify_email();"),
+    t("post-confirmation", "post_confirmation", Shape::Notify, "PostConfirmation_ConfirmSignUp", true,
+      "welcome the new user; Ok(()) lets the flow go on."),
+    t("pre-authentication", "pre_authentication", Shape::Notify, "PreAuthentication_Authentication", true,
+      "deny!(...) refuses the sign-in; Ok(()) lets it go on."),
+    t("post-authentication", "post_authentication", Shape::Notify, "PostAuthentication_Authentication", true,
+      "react to the sign-in (request.new_device_used, ...)."),
+    t("define-auth-challenge", "define_auth_challenge", Shape::Respond, "DefineAuthChallenge_Authentication", true,
+      "response.next_challenge(\"CUSTOM_CHALLENGE\"), .finish_with_tokens(), request.failures(...)"),
+    t("create-auth-challenge", "create_auth_challenge", Shape::Respond, "CreateAuthChallenge_Authentication", true,
+      "response.set_public(\"question\", ...).set_private(\"answer\", ...)"),
+    t("verify-auth-challenge-response", "verify_auth_challenge_response", Shape::Respond,
+      "VerifyAuthChallengeResponse_Authentication", true,
+      "response.answer_correct = Some(request.private_parameter(\"answer\") == Some(&request.challenge_answer))"),
+    t("pre-token-generation", "pre_token_generation", Shape::Respond, "TokenGeneration_Authentication", true,
+      "response.add_claim(\"department\", \"sales\").suppress_claim(\"email\")"),
+    t("pre-token-generation-v2", "pre_token_generation_v2", Shape::Respond, "TokenGeneration_Authentication", true,
+      "response.id_token().add_claim(\"tier\", \"gold\"); response.access_token().add_scope(\"api/read\")"),
+    t("user-migration", "user_migration", Shape::Respond, "UserMigration_Authentication", false,
+      "response.set_attribute(\"email\", ...); response.final_user_status = Some(\"CONFIRMED\".into())"),
+    t("custom-message", "custom_message", Shape::Respond, "CustomMessage_SignUp", true,
+      "response.set_email(subject, body): the body must contain request.code_parameter"),
+    t("custom-email-sender", "custom_email_sender", Shape::Notify, "CustomEmailSender_SignUp", true,
+      "deliver the message; request.code is encrypted with the pool's KMS key."),
+    t("custom-sms-sender", "custom_sms_sender", Shape::Notify, "CustomSMSSender_SignUp", true,
+      "deliver the message; request.code is encrypted with the pool's KMS key."),
+    t("sync", "sync_trigger", Shape::Sync, "SyncTrigger", false,
+      "Return the records to change: a returned key replaces or adds, Op::Remove removes."),
+];
+
+/// The trigger called `name` (`pre-sign-up` or `pre_sign_up`).
+pub fn trigger(name: &str) -> Option<&'static TriggerTemplate> {
+    let name = name.trim().replace('_', "-");
+    let name = if name == "sync-trigger" {
+        "sync"
+    } else {
+        &name
+    };
+    TRIGGERS.iter().find(|t| t.name == name)
+}
+
+/// The names `--trigger` takes.
+pub fn trigger_names() -> String {
+    TRIGGERS
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const RESERVED: &[&str] = &[
+    "sdk",
+    "triggerfish",
+    "triggerfish-sdk",
+    "triggerfish-test-support",
+    "xtask",
+    "test",
+    "core",
+    "std",
+    "alloc",
+];
+
+const KEYWORDS: &[&str] = &[
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
+    "false", "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
+    "ref", "return", "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use",
+    "where", "while", "abstract", "become", "box", "do", "final", "macro", "override", "priv",
+    "typeof", "unsized", "virtual", "yield", "try", "gen",
+];
+
+/// Checks a plugin name: lower-case letters, digits and `-`, starting with
+/// a letter, as Cargo and the plugins folder both accept.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(format!(
+            "`{name}` cannot name a plugin: use lower-case letters, digits and single dashes, \
+             starting with a letter (such as `block-users`)"
+        ));
+    }
+    if RESERVED.contains(&name) || KEYWORDS.contains(&name) {
+        return Err(format!("`{name}` is taken: choose another name"));
+    }
+    Ok(())
+}
+
+/// `block-users` → `BlockUsers`.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Writes the crate `plugins_dir/<name>` for `trigger` and returns its
+/// folder. Refuses to overwrite anything.
+pub fn new_plugin(plugins_dir: &Path, name: &str, trigger_name: &str) -> Result<PathBuf, String> {
+    check_name(name)?;
+    let trigger = trigger(trigger_name).ok_or_else(|| {
+        format!(
+            "`{trigger_name}` is not a trigger; use one of: {}",
+            trigger_names()
+        )
+    })?;
+    let dir = plugins_dir.join(name);
+    if dir.exists() {
+        return Err(format!("{} already exists", dir.display()));
+    }
+    let files = [
+        ("Cargo.toml", cargo_toml(name, trigger)),
+        ("README.md", readme(name, trigger)),
+        ("src/lib.rs", lib_rs(name, trigger)),
+    ];
+    std::fs::create_dir_all(dir.join("src"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(dir)
+}
+
+fn cargo_toml(name: &str, trigger: &TriggerTemplate) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+description = "{trigger}: refuses events for blocked users (generated by cargo xtask new)"
+edition.workspace = true
+license.workspace = true
+publish.workspace = true
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+triggerfish-sdk = {{ path = "../sdk" }}
+"#,
+        trigger = trigger.name
+    )
+}
+
+fn readme(name: &str, trigger: &TriggerTemplate) -> String {
+    let (key, who) = match trigger.shape {
+        Shape::Sync => ("blocked-identities", "identity IDs"),
+        _ => ("blocked-users", "user names"),
+    };
+    format!(
+        r#"# {name}
+
+`{trigger}`: refuses events for the {who} listed in `{key}` and lets every
+other event through unchanged. (Written by `cargo xtask new`: replace this
+with what your plugin does.)
+
+## Config
+
+| key | what it does |
+|---|---|
+| `{key}` | list: the {who} to refuse |
+
+```toml
+[plugins.30-{name}.config]
+{key} = ["mallory"]
+```
+
+## Build and test
+
+```sh
+cargo test -p {name}          # the unit tests, natively
+cargo xtask build-plugins     # target/guests/wasm32-wasip2/guest/{file}.wasm
+cargo xtask install {name}    # into the demo tenant, as 30-{name}.wasm
+```
+"#,
+        trigger = trigger.name,
+        file = name.replace('-', "_"),
+    )
+}
+
+fn lib_rs(name: &str, trigger: &TriggerTemplate) -> String {
+    let ty = type_name(name);
+    let module = trigger.module;
+    let mut src = String::new();
+    let w = &mut src;
+    match trigger.shape {
+        Shape::Respond | Shape::Notify => {
+            let respond = trigger.shape == Shape::Respond;
+            let _ = writeln!(
+                w,
+                "//! `{}`: refuses events for the users listed in config `blocked-users`\n\
+                 //! and lets every other event through. Written by `cargo xtask new`:\n\
+                 //! replace this with what the plugin does, and its config keys.\n",
+                trigger.name
+            );
+            let imports = if respond {
+                "Context, Guest, Request, Response"
+            } else {
+                "Context, Guest, Request"
+            };
+            let _ = writeln!(w, "use triggerfish_sdk::{module}::{{{imports}}};");
+            let _ = writeln!(w, "use triggerfish_sdk::{{config, deny, info}};\n");
+            let _ = writeln!(w, "struct {ty};\n");
+            let _ = writeln!(w, "impl Guest for {ty} {{");
+            let request = if trigger.has_email {
+                "request"
+            } else {
+                "_request"
+            };
+            if respond {
+                let _ = writeln!(
+                    w,
+                    "    fn handle(context: Context, {request}: Request, response: Response) -> Result<Response, String> {{"
+                );
+            } else {
+                let _ = writeln!(
+                    w,
+                    "    fn handle(context: Context, {request}: Request) -> Result<(), String> {{"
+                );
+            }
+            let _ = writeln!(
+                w,
+                "        // Values from tenant.toml, [plugins.<file stem>.config].\n\
+                 \x20       let blocked = config::list(\"blocked-users\");\n\
+                 \x20       let user = context.user_name.as_deref().unwrap_or_default();\n\
+                 \x20       if blocked.iter().any(|b| b == user) {{\n\
+                 \x20           deny!(\"{{user}} is blocked\");\n\
+                 \x20       }}"
+            );
+            if trigger.has_email {
+                let _ = writeln!(
+                    w,
+                    "        info!(\n\
+                     \x20           \"{{}} for {{user}} ({{}})\",\n\
+                     \x20           context.trigger_source,\n\
+                     \x20           request.email().unwrap_or(\"no email\")\n\
+                     \x20       );"
+                );
+            } else {
+                let _ = writeln!(
+                    w,
+                    "        info!(\"{{}} for {{user}}\", context.trigger_source);"
+                );
+            }
+            let _ = writeln!(
+                w,
+                "        // TODO: the plugin's own logic. For instance: {}",
+                trigger.hint
+            );
+            let _ = writeln!(
+                w,
+                "        {}",
+                if respond { "Ok(response)" } else { "Ok(())" }
+            );
+            let _ = writeln!(w, "    }}\n}}\n");
+        }
+        Shape::Sync => {
+            let _ = writeln!(
+                w,
+                "//! SyncTrigger: refuses syncs of the identities listed in config\n\
+                 //! `blocked-identities` and leaves every other dataset as it is.\n\
+                 //! Written by `cargo xtask new`: replace this with what the plugin\n\
+                 //! does, and its config keys.\n"
+            );
+            let _ = writeln!(
+                w,
+                "use triggerfish_sdk::sync_trigger::{{DatasetRecords, Event, Guest}};\n\
+                 use triggerfish_sdk::{{config, deny, info}};\n\n\
+                 struct {ty};\n\n\
+                 impl Guest for {ty} {{\n\
+                 \x20   fn handle(event: Event, records: DatasetRecords) -> Result<DatasetRecords, String> {{\n\
+                 \x20       // Values from tenant.toml, [plugins.<file stem>.config].\n\
+                 \x20       let blocked = config::list(\"blocked-identities\");\n\
+                 \x20       if blocked.contains(&event.identity_id) {{\n\
+                 \x20           deny!(\"{{}} is blocked\", event.identity_id);\n\
+                 \x20       }}\n\
+                 \x20       info!(\"sync of {{}} ({{}} records)\", event.dataset_name, records.len());\n\
+                 \x20       // TODO: the plugin's own logic. {hint}\n\
+                 \x20       Ok(Vec::new())\n\
+                 \x20   }}\n\
+                 }}\n",
+                hint = trigger.hint
+            );
+        }
+    }
+    let _ = writeln!(w, "triggerfish_sdk::export!({ty}: {module});\n");
+    tests(w, &ty, trigger);
+    src
+}
+
+fn tests(w: &mut String, ty: &str, trigger: &TriggerTemplate) {
+    let _ = writeln!(
+        w,
+        "#[cfg(test)]\nmod tests {{\n    use super::*;\n    use triggerfish_sdk::testing;\n"
+    );
+    match trigger.shape {
+        Shape::Respond | Shape::Notify => {
+            let (ret, call, ok) = if trigger.shape == Shape::Respond {
+                (
+                    "Result<Response, String>",
+                    format!("{ty}::handle(context, Request::default(), Response::default())"),
+                    "Ok(Response::default())",
+                )
+            } else {
+                (
+                    "Result<(), String>",
+                    format!("{ty}::handle(context, Request::default())"),
+                    "Ok(())",
+                )
+            };
+            let _ = writeln!(
+                w,
+                "    fn run(user: &str) -> {ret} {{\n\
+                 \x20       let mut context = testing::context({source:?});\n\
+                 \x20       context.user_name = Some(user.to_owned());\n\
+                 \x20       {call}\n\
+                 \x20   }}\n\n\
+                 \x20   #[test]\n\
+                 \x20   fn lets_other_users_through_unchanged() {{\n\
+                 \x20       testing::set_config([(\"blocked-users\", \"mallory\")]);\n\
+                 \x20       assert_eq!(run(\"jane\"), {ok});\n\
+                 \x20   }}\n\n\
+                 \x20   #[test]\n\
+                 \x20   fn refuses_blocked_users() {{\n\
+                 \x20       testing::set_config([(\"blocked-users\", \"mallory, eve\")]);\n\
+                 \x20       assert_eq!(run(\"eve\").unwrap_err(), \"eve is blocked\");\n\
+                 \x20   }}\n\
+                 }}",
+                source = trigger.source,
+            );
+        }
+        Shape::Sync => {
+            let _ = writeln!(
+                w,
+                "    fn run(identity: &str) -> Result<DatasetRecords, String> {{\n\
+                 \x20       let event = Event {{\n\
+                 \x20           identity_id: identity.to_owned(),\n\
+                 \x20           ..Default::default()\n\
+                 \x20       }};\n\
+                 \x20       {ty}::handle(event, Vec::new())\n\
+                 \x20   }}\n\n\
+                 \x20   #[test]\n\
+                 \x20   fn leaves_other_datasets_unchanged() {{\n\
+                 \x20       testing::set_config([(\"blocked-identities\", \"mallory\")]);\n\
+                 \x20       assert_eq!(run(\"jane\"), Ok(Vec::new()));\n\
+                 \x20   }}\n\n\
+                 \x20   #[test]\n\
+                 \x20   fn refuses_blocked_identities() {{\n\
+                 \x20       testing::set_config([(\"blocked-identities\", \"mallory\")]);\n\
+                 \x20       assert_eq!(run(\"mallory\").unwrap_err(), \"mallory is blocked\");\n\
+                 \x20   }}\n\
+                 }}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("block-users").is_ok());
+        assert!(check_name("v2-claims").is_ok());
+        for bad in ["Block", "9lives", "a_b", "a--b", "a-", "sdk", "match", ""] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(type_name("block-users-2"), "BlockUsers2");
+    }
+
+    #[test]
+    fn triggers_by_either_spelling() {
+        assert_eq!(trigger("pre_sign_up").unwrap().module, "pre_sign_up");
+        assert_eq!(trigger("sync-trigger").unwrap().name, "sync");
+        assert!(trigger("pre-signup").is_none());
+        assert_eq!(TRIGGERS.len(), 14);
+    }
+
+    #[test]
+    fn refuses_to_overwrite() {
+        let dir = std::env::temp_dir().join(format!("xtask-new-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("taken")).unwrap();
+        let error = new_plugin(&dir, "taken", "pre-sign-up").unwrap_err();
+        assert!(error.contains("already exists"), "{error}");
+        let error = new_plugin(&dir, "fresh", "pre-signup").unwrap_err();
+        assert!(error.contains("pre-sign-up, post-confirmation"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -7,6 +7,13 @@
 //! - `native-server ADDR`: the native axum baseline, for the HTTP figures.
 //! - `memory TENANTS`: resident memory with that many tenants (run in a
 //!   process of its own by `report`).
+//! - `spin CHAIN_LENGTH`: run that chain in a loop for 10 s, to profile
+//!   (`perf record -g target/release/triggerfish-bench spin 1`).
+
+// The same allocator as the `triggerfish` binary, so in-process figures
+// match what the server does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod harness;
 mod native;
@@ -22,6 +29,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(native::serve(args.get(1).map_or("127.0.0.1:8092", String::as_str)))),
         Some("memory") => sections::memory_child(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        Some("spin") => sections::spin(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(3)),
         _ => Err(anyhow::anyhow!(
             "usage: triggerfish-bench report [--out FILE] [--seconds N] | native-server ADDR | memory TENANTS"
         )),

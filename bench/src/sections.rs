@@ -128,6 +128,35 @@ fn time_native(call: fn(&mut Value) -> Result<(), String>) -> Stats {
     }))
 }
 
+/// Runs the chain of `length` plugins for 10 seconds, for a profiler.
+pub fn spin(length: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dir = chain_dir(&[length]);
+    rt.block_on(async {
+        let tenant = load(
+            runtime_with(Metering::default()),
+            &dir,
+            &format!("chain{length}"),
+        )
+        .await;
+        let started = Instant::now();
+        let mut calls = 0u64;
+        while started.elapsed() < Duration::from_secs(10) {
+            chain::invoke(&tenant, event())
+                .await
+                .expect("the chain answers");
+            calls += 1;
+        }
+        eprintln!(
+            "{calls} events in 10 s: {:?} each",
+            started.elapsed() / calls as u32
+        );
+    });
+    Ok(())
+}
+
 /// One plugin call against native Rust; chains of 1, 3 and 5; and what
 /// fuel and epochs cost.
 fn calls() -> anyhow::Result<String> {

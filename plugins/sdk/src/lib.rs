@@ -233,7 +233,17 @@ pub fn deny<T>(message: impl Into<String>) -> Result<T, String> {
 #[macro_export]
 macro_rules! export {
     ($plugin:ident : $($trigger:ident),+ $(,)?) => {
-        $( $crate::__export_trigger!($plugin, $trigger); )+
+        // The exports exist in the component only. A native build (the
+        // plugin's unit tests, a `cargo build` of the workspace) has none:
+        // a native linker cannot take their names, and nothing calls them.
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            $( $crate::__export_trigger!($plugin, $trigger); )+
+        };
+        #[cfg(not(target_family = "wasm"))]
+        const _: fn() = || {
+            let _ = ::core::marker::PhantomData::<$plugin>;
+        };
     };
 }
 

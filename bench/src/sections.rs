@@ -756,7 +756,8 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         command_line("git", &["rev-parse", "--short", "HEAD"]),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    let sections: [(&str, Box<dyn Fn() -> anyhow::Result<String>>); 6] = [
+    type Section = Box<dyn Fn() -> anyhow::Result<String>>;
+    let sections: [(&str, Section); 6] = [
         ("calls", Box::new(calls)),
         ("fairness", Box::new(fairness)),
         ("reload", Box::new(|| reload(20))),

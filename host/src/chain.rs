@@ -438,7 +438,7 @@ impl Call<'_> {
                     .instantiate_async(&mut *store)
                     .await?;
                 let func = instance
-                    .get_func(&mut *store, &self.handler.func)
+                    .get_func(&mut *store, self.handler.func)
                     .ok_or_else(|| wasmtime::format_err!("the `handle` export disappeared"))?;
                 func.call_async(&mut *store, args, results).await
             };

@@ -295,8 +295,7 @@ impl CallState {
         let text = String::from_utf8_lossy(&contents);
         text.lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("note:"))
-            .last()
+            .rfind(|l| !l.is_empty() && !l.starts_with("note:"))
             .map(str::to_owned)
     }
 }

@@ -196,9 +196,8 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
             "{what}: refused with {reason:?}; got {:?}",
             last_error(&host)
         );
-        assert_eq!(
+        assert!(
             last_error(&host).unwrap().1,
-            true,
             "{what}: the old version serves"
         );
         assert_eq!(

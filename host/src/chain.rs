@@ -414,6 +414,12 @@ impl Call<'_> {
             fuel = field::Empty,
         );
         let started = std::time::Instant::now();
+        // Declared before the store, so the slot is given back only once
+        // the instance is gone.
+        let slot = self.plugin.compiled.runtime.instance_slot();
+        let Ok(_slot) = tokio::time::timeout_at(self.deadline, slot).await else {
+            return Err(self.timeout_waiting());
+        };
         let state = CallState::new(
             self.limits,
             self.config.clone(),
@@ -504,6 +510,19 @@ impl Call<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// The budget ran out while waiting for an instance slot: the host,
+    /// not the plugin, was the holdup.
+    fn timeout_waiting(&self) -> CallFailure {
+        CallFailure {
+            kind: ErrorKind::Timeout,
+            message: format!(
+                "the chain did not finish within {} ms: the host was busy",
+                self.budget.as_millis()
+            ),
+            can_pass: true,
+        }
     }
 
     fn timeout(&self, state: &CallState) -> CallFailure {

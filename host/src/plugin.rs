@@ -7,7 +7,7 @@
 //! instantiates without trapping.
 
 use crate::limits::Limits;
-use crate::runtime::{bindings, new_store, CallState, LogBudget, Metering, Runtime};
+use crate::runtime::{bindings, new_store, CallState, LogBudget, Runtime};
 use crate::trigger::Trigger;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -97,7 +97,7 @@ pub struct Compiled {
     pub size: usize,
     pub(crate) handlers: BTreeMap<Trigger, Handler>,
     pub(crate) pre: InstancePre<CallState>,
-    metering: Metering,
+    pub(crate) runtime: Arc<Runtime>,
 }
 
 /// How to call one trigger's `handle` export.
@@ -153,7 +153,12 @@ impl Compiled {
         state: CallState,
         fuel: u64,
     ) -> wasmtime::Result<Store<CallState>> {
-        new_store(self.pre.engine(), self.metering, state, fuel)
+        new_store(
+            self.pre.engine(),
+            self.runtime.config().metering,
+            state,
+            fuel,
+        )
     }
 
     /// Instantiates the component once, as a request would, and checks the
@@ -166,6 +171,7 @@ impl Compiled {
             Default::default(),
             LogBudget::new(limits.log_bytes),
         );
+        let _slot = self.runtime.instance_slot().await;
         let mut store = self
             .new_store(state, limits.fuel)
             .map_err(|e| PluginError::Instantiate(e.to_string()))?;
@@ -255,7 +261,7 @@ impl PluginLoader {
             size,
             handlers,
             pre,
-            metering: self.runtime.config().metering,
+            runtime: self.runtime.clone(),
         };
         compiled.probe().await?;
         let compiled = Arc::new(compiled);

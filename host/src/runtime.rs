@@ -115,6 +115,9 @@ pub(crate) fn new_store(
 /// The engine, its linker and the epoch ticker.
 pub struct Runtime {
     engine: Engine,
+    /// One permit per instance slot of the pool: a call waits here (within
+    /// its chain's budget) rather than fail on a full pool.
+    instance_slots: Arc<tokio::sync::Semaphore>,
     linker: Linker<CallState>,
     config: RuntimeConfig,
     stop_ticker: Arc<AtomicBool>,
@@ -144,6 +147,7 @@ impl Runtime {
                 }
             })?;
         Ok(Runtime {
+            instance_slots: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
             engine,
             linker,
             config,
@@ -161,6 +165,16 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Waits for a free instance slot; the slot is held until the permit
+    /// is dropped.
+    pub(crate) async fn instance_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.instance_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 }
 

@@ -251,3 +251,42 @@ async fn one_tenants_runaway_plugin_does_not_slow_another() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_wait_for_a_free_instance_slot_instead_of_failing() {
+    use triggerfish::plugin::PluginLoader;
+    use triggerfish::runtime::{Runtime, RuntimeConfig};
+    let dir = PluginsDir::new();
+    dir.plugin("t", "10-auto-confirm.wasm", guests::PRESIGNUP_PROBE)
+        .settings(
+            "t",
+            "[plugins.10-auto-confirm.config]\nmode = \"auto-confirm\"\n",
+        );
+    // A pool of two instances for sixteen events at once.
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let tenant = Arc::new(
+        triggerfish::tenant::Tenant::load(
+            &PluginLoader::new(Arc::new(runtime), None),
+            "t",
+            &dir.tenant_dir("t"),
+            None,
+        )
+        .await,
+    );
+    let events: Vec<_> = (0..16)
+        .map(|_| {
+            let tenant = tenant.clone();
+            tokio::spawn(
+                async move { chain::invoke(&tenant, pre_sign_up("jane@example.com")).await },
+            )
+        })
+        .collect();
+    for event in events {
+        let out = event.await.unwrap().expect("every event is answered");
+        assert_eq!(out["response"]["autoConfirmUser"], true);
+    }
+}

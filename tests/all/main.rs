@@ -11,6 +11,7 @@ mod http_api;
 mod lambda;
 mod outbound;
 mod plugins;
+mod plugins_http;
 mod reload;
 mod routing;
 mod sync;

@@ -17,6 +17,19 @@ use wasip2::io::streams::StreamError;
 /// The largest response body read; a longer one is an error.
 pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
+/// How an error of this module ends when the host refused the request.
+const DENIED: &str = "denied: the host is not in the tenant's [outbound] allowed-hosts";
+
+/// Whether `error`, as one of this module's functions returned it, says
+/// the host refused to send the request because the URL's host is not in
+/// the tenant's `[outbound] allowed-hosts`: a setting to fix, where any
+/// other error may be a service that is down or slow. A plugin that
+/// carries on when a service cannot be reached can still fail loudly on a
+/// misconfiguration.
+pub fn is_denied(error: &str) -> bool {
+    error.starts_with("request to ") && error.ends_with(DENIED)
+}
+
 /// An HTTP response, read whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -170,15 +183,29 @@ fn send_body(outgoing: OutgoingBody, body: &[u8], url: &str) -> Result<(), Strin
 
 fn describe(url: &str, error: &ErrorCode) -> String {
     match error {
-        ErrorCode::HttpRequestDenied => {
-            format!(
-                "request to {url} denied: the host is not in the tenant's [outbound] allowed-hosts"
-            )
-        }
+        ErrorCode::HttpRequestDenied => format!("request to {url} {DENIED}"),
         ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout => {
             format!("request to {url} timed out")
         }
         ErrorCode::ConnectionRefused => format!("request to {url} failed: connection refused"),
         other => format!("request to {url} failed: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_are_told_apart() {
+        let denied = describe("http://api.test/x", &ErrorCode::HttpRequestDenied);
+        assert_eq!(
+            denied,
+            "request to http://api.test/x denied: the host is not in the tenant's [outbound] allowed-hosts"
+        );
+        assert!(is_denied(&denied));
+        let refused = describe("http://api.test/x", &ErrorCode::ConnectionRefused);
+        assert!(!is_denied(&refused), "{refused}");
+        assert!(!is_denied(&format!("wrapped: {denied} and more")));
     }
 }

@@ -13,6 +13,11 @@ build-plugins:
 test:
     cargo test
 
+# Benchmarks: release build, in-process and HTTP figures against native
+# Rust and a Node.js baseline; writes BENCHMARKS.md (needs wrk and node).
+bench seconds="10":
+    cargo xtask bench --seconds {{seconds}}
+
 # Dev loop: rebuild the plugins into the running demo's folder; the host
 # picks the new builds up without a restart.
 dev:

@@ -129,3 +129,103 @@ pub fn sync_event() -> Value {
         }
     })
 }
+
+/// Runs an event and expects the chain to answer.
+pub async fn run(tenant: &Tenant, event: Value) -> Value {
+    chain::invoke(tenant, event).await.expect("the chain runs")
+}
+
+/// The common parameters of a user pool event, around `request` and
+/// `response`.
+pub fn cognito_event(version: &str, source: &str, request: Value, response: Value) -> Value {
+    json!({
+        "version": version,
+        "triggerSource": source,
+        "region": "us-east-1",
+        "userPoolId": "us-east-1_EXAMPLE",
+        "userName": "jane.doe",
+        "callerContext": {
+            "awsSdkVersion": "aws-sdk-unknown-unknown",
+            "clientId": "1example23456789"
+        },
+        "request": request,
+        "response": response
+    })
+}
+
+/// A user's attributes as Cognito sends them.
+pub fn user_attributes() -> Value {
+    json!({
+        "sub": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+        "cognito:user_status": "CONFIRMED",
+        "email_verified": "true",
+        "email": "jane@example.com",
+        "custom:department": "engineering"
+    })
+}
+
+/// One step of a custom auth session.
+pub fn challenge(name: &str, result: bool, metadata: Option<&str>) -> Value {
+    json!({"challengeName": name, "challengeResult": result, "challengeMetadata": metadata})
+}
+
+pub fn define_event(session: Vec<Value>) -> Value {
+    cognito_event(
+        "1",
+        "DefineAuthChallenge_Authentication",
+        json!({
+            "userAttributes": user_attributes(),
+            "session": session,
+            "clientMetadata": {},
+            "userNotFound": false
+        }),
+        json!({"challengeName": null, "issueTokens": false, "failAuthentication": false}),
+    )
+}
+
+pub fn create_event(session: Vec<Value>) -> Value {
+    cognito_event(
+        "1",
+        "CreateAuthChallenge_Authentication",
+        json!({
+            "userAttributes": user_attributes(),
+            "challengeName": "CUSTOM_CHALLENGE",
+            "session": session,
+            "clientMetadata": {},
+            "userNotFound": false
+        }),
+        json!({
+            "publicChallengeParameters": null,
+            "privateChallengeParameters": null,
+            "challengeMetadata": null
+        }),
+    )
+}
+
+/// A verify-auth-challenge-response event; `answerCorrect` starts unset,
+/// so a plugin that forgets to set it shows.
+pub fn verify_event(private: Value, answer: &str) -> Value {
+    cognito_event(
+        "1",
+        "VerifyAuthChallengeResponse_Authentication",
+        json!({
+            "userAttributes": user_attributes(),
+            "privateChallengeParameters": private,
+            "challengeAnswer": answer,
+            "clientMetadata": {},
+            "userNotFound": false
+        }),
+        json!({"answerCorrect": null}),
+    )
+}
+
+/// What define-auth-challenge decided: (challenge, issue tokens, fail).
+pub async fn define(tenant: &Tenant, session: Vec<Value>) -> (Value, Value, Value) {
+    let out = run(tenant, define_event(session)).await;
+    let r = &out["response"];
+    (
+        r["challengeName"].clone(),
+        r["issueTokens"].clone(),
+        r["failAuthentication"].clone(),
+    )
+}

@@ -21,38 +21,6 @@ async fn one_plugin(file: &str, guest: &str, config: &str) -> (PluginsDir, Tenan
     (dir, tenant)
 }
 
-async fn run(tenant: &Tenant, event: Value) -> Value {
-    chain::invoke(tenant, event).await.expect("the chain runs")
-}
-
-/// The common parameters of a user pool event, around `request` and
-/// `response`.
-fn cognito_event(version: &str, source: &str, request: Value, response: Value) -> Value {
-    json!({
-        "version": version,
-        "triggerSource": source,
-        "region": "us-east-1",
-        "userPoolId": "us-east-1_EXAMPLE",
-        "userName": "jane.doe",
-        "callerContext": {
-            "awsSdkVersion": "aws-sdk-unknown-unknown",
-            "clientId": "1example23456789"
-        },
-        "request": request,
-        "response": response
-    })
-}
-
-fn user_attributes() -> Value {
-    json!({
-        "sub": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
-        "cognito:user_status": "CONFIRMED",
-        "email_verified": "true",
-        "email": "jane@example.com",
-        "custom:department": "engineering"
-    })
-}
-
 // ---------------------------------------------------------------- tokens
 
 /// A pre token generation event, version 1 (ID token only).
@@ -220,69 +188,6 @@ async fn override_token_claims_without_config_names_its_keys() {
 }
 
 // ---------------------------------------------------------- custom auth
-
-fn challenge(name: &str, result: bool, metadata: Option<&str>) -> Value {
-    json!({"challengeName": name, "challengeResult": result, "challengeMetadata": metadata})
-}
-
-fn define_event(session: Vec<Value>) -> Value {
-    cognito_event(
-        "1",
-        "DefineAuthChallenge_Authentication",
-        json!({
-            "userAttributes": user_attributes(),
-            "session": session,
-            "clientMetadata": {},
-            "userNotFound": false
-        }),
-        json!({"challengeName": null, "issueTokens": false, "failAuthentication": false}),
-    )
-}
-
-fn create_event(session: Vec<Value>) -> Value {
-    cognito_event(
-        "1",
-        "CreateAuthChallenge_Authentication",
-        json!({
-            "userAttributes": user_attributes(),
-            "challengeName": "CUSTOM_CHALLENGE",
-            "session": session,
-            "clientMetadata": {},
-            "userNotFound": false
-        }),
-        json!({
-            "publicChallengeParameters": null,
-            "privateChallengeParameters": null,
-            "challengeMetadata": null
-        }),
-    )
-}
-
-fn verify_event(private: Value, answer: &str) -> Value {
-    cognito_event(
-        "1",
-        "VerifyAuthChallengeResponse_Authentication",
-        json!({
-            "userAttributes": user_attributes(),
-            "privateChallengeParameters": private,
-            "challengeAnswer": answer,
-            "clientMetadata": {},
-            "userNotFound": false
-        }),
-        json!({"answerCorrect": false}),
-    )
-}
-
-/// What define-auth-challenge decided: (challenge, issue tokens, fail).
-async fn define(tenant: &Tenant, session: Vec<Value>) -> (Value, Value, Value) {
-    let out = run(tenant, define_event(session)).await;
-    let r = &out["response"];
-    (
-        r["challengeName"].clone(),
-        r["issueTokens"].clone(),
-        r["failAuthentication"].clone(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_auth_challenge_issues_tokens_after_a_correct_answer() {

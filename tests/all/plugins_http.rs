@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use triggerfish::chain::{self, ErrorKind};
+use triggerfish::chain::ErrorKind;
 use triggerfish::host::Host;
 use triggerfish::tenant::Tenant;
 
@@ -189,28 +189,6 @@ async fn host_with(file: &str, guest: &str, tenants: &[(&str, String)]) -> (Plug
     (dir, host)
 }
 
-async fn run(tenant: &Tenant, event: Value) -> Value {
-    chain::invoke(tenant, event).await.expect("the chain runs")
-}
-
-/// A user pool event with the common parameters, around `request` and
-/// `response`.
-fn cognito_event(source: &str, request: Value, response: Value) -> Value {
-    json!({
-        "version": "1",
-        "triggerSource": source,
-        "region": "us-east-1",
-        "userPoolId": "us-east-1_EXAMPLE",
-        "userName": "jane.doe",
-        "callerContext": {
-            "awsSdkVersion": "aws-sdk-unknown-unknown",
-            "clientId": "1example23456789"
-        },
-        "request": request,
-        "response": response
-    })
-}
-
 /// Asserts the chain was denied with a message containing every one of
 /// `parts`, and returns the message.
 async fn denied(tenant: &Tenant, event: Value, parts: &[&str]) -> String {
@@ -230,6 +208,7 @@ async fn denied(tenant: &Tenant, event: Value, parts: &[&str]) -> String {
 
 fn post_confirmation(source: &str) -> Value {
     cognito_event(
+        "1",
         source,
         json!({
             "userAttributes": {
@@ -388,68 +367,8 @@ async fn add_to_group_fails_the_confirmation_when_the_group_cannot_be_joined() {
 
 // ------------------------------------------------------ captcha-verify
 
-fn challenge(name: &str, result: bool) -> Value {
-    json!({"challengeName": name, "challengeResult": result, "challengeMetadata": null})
-}
-
-fn define_event(session: Vec<Value>) -> Value {
-    cognito_event(
-        "DefineAuthChallenge_Authentication",
-        json!({
-            "userAttributes": {"email": "jane@example.com"},
-            "session": session,
-            "clientMetadata": {},
-            "userNotFound": false
-        }),
-        json!({"challengeName": null, "issueTokens": false, "failAuthentication": false}),
-    )
-}
-
-fn create_event(session: Vec<Value>) -> Value {
-    cognito_event(
-        "CreateAuthChallenge_Authentication",
-        json!({
-            "userAttributes": {"email": "jane@example.com"},
-            "challengeName": "CUSTOM_CHALLENGE",
-            "session": session,
-            "clientMetadata": {},
-            "userNotFound": false
-        }),
-        json!({
-            "publicChallengeParameters": null,
-            "privateChallengeParameters": null,
-            "challengeMetadata": null
-        }),
-    )
-}
-
-fn verify_event(answer: &str) -> Value {
-    cognito_event(
-        "VerifyAuthChallengeResponse_Authentication",
-        json!({
-            "userAttributes": {"email": "jane@example.com"},
-            "privateChallengeParameters": {},
-            "challengeAnswer": answer,
-            "clientMetadata": {},
-            "userNotFound": false
-        }),
-        json!({"answerCorrect": null}),
-    )
-}
-
-/// What define-auth-challenge decided: (challenge, issue tokens, fail).
-async fn define(tenant: &Tenant, session: Vec<Value>) -> (Value, Value, Value) {
-    let out = run(tenant, define_event(session)).await;
-    let r = &out["response"];
-    (
-        r["challengeName"].clone(),
-        r["issueTokens"].clone(),
-        r["failAuthentication"].clone(),
-    )
-}
-
 async fn answer_correct(tenant: &Tenant, answer: &str) -> Value {
-    run(tenant, verify_event(answer)).await["response"]["answerCorrect"].clone()
+    run(tenant, verify_event(json!({}), answer)).await["response"]["answerCorrect"].clone()
 }
 
 fn captcha_toml(verify_url: &str) -> String {
@@ -474,8 +393,8 @@ async fn captcha_verify_signs_in_after_the_password_and_a_solved_captcha() {
     let failed = (Value::Null, json!(false), json!(true));
 
     // CUSTOM_WITH_SRP: the password, then the CAPTCHA.
-    let srp = challenge("SRP_A", true);
-    let password = challenge("PASSWORD_VERIFIER", true);
+    let srp = challenge("SRP_A", true, None);
+    let password = challenge("PASSWORD_VERIFIER", true, None);
     assert_eq!(
         define(&tenant, vec![srp.clone()]).await,
         next("PASSWORD_VERIFIER")
@@ -515,7 +434,7 @@ async fn captcha_verify_signs_in_after_the_password_and_a_solved_captcha() {
     let solved = vec![
         srp.clone(),
         password.clone(),
-        challenge("CUSTOM_CHALLENGE", true),
+        challenge("CUSTOM_CHALLENGE", true, None),
     ];
     assert_eq!(
         define(&tenant, solved).await,
@@ -524,17 +443,21 @@ async fn captcha_verify_signs_in_after_the_password_and_a_solved_captcha() {
     let unsolved = vec![
         srp.clone(),
         password.clone(),
-        challenge("CUSTOM_CHALLENGE", false),
+        challenge("CUSTOM_CHALLENGE", false, None),
     ];
     assert_eq!(define(&tenant, unsolved).await, failed);
     // A CAPTCHA is no password.
     assert_eq!(define(&tenant, vec![]).await, failed);
     assert_eq!(
-        define(&tenant, vec![challenge("CUSTOM_CHALLENGE", true)]).await,
+        define(&tenant, vec![challenge("CUSTOM_CHALLENGE", true, None)]).await,
         failed
     );
     assert_eq!(
-        define(&tenant, vec![srp, challenge("PASSWORD_VERIFIER", false)]).await,
+        define(
+            &tenant,
+            vec![srp, challenge("PASSWORD_VERIFIER", false, None)]
+        )
+        .await,
         failed
     );
 }
@@ -587,7 +510,7 @@ async fn captcha_verify_never_lets_a_sign_in_through_on_an_error() {
     // A host the tenant does not allow: an error, and nothing sent.
     let message = denied(
         &tenant("not-allowed"),
-        verify_event(GOOD_CAPTCHA),
+        verify_event(json!({}), GOOD_CAPTCHA),
         &["Cannot verify the CAPTCHA", "denied", "allowed-hosts"],
     )
     .await;
@@ -601,7 +524,7 @@ async fn captcha_verify_never_lets_a_sign_in_through_on_an_error() {
     // Missing keys are named, by the trigger that needs them.
     denied(
         &tenant("unconfigured"),
-        verify_event(GOOD_CAPTCHA),
+        verify_event(json!({}), GOOD_CAPTCHA),
         &["`secret`"],
     )
     .await;
@@ -625,6 +548,7 @@ fn migration_event(source: &str, password: Option<&str>) -> Value {
         request["password"] = json!(password);
     }
     cognito_event(
+        "1",
         source,
         request,
         json!({

@@ -58,10 +58,7 @@ fn add_to_group(context: &Context, send: Send) -> Result<(), String> {
         "groupName": group,
     })
     .to_string();
-    let authorization = config::get("token")
-        .map(|token| token.trim().to_owned())
-        .filter(|token| !token.is_empty())
-        .map(|token| format!("Bearer {token}"));
+    let authorization = http::bearer_from_config("token");
     let mut headers = vec![("content-type", "application/json")];
     if let Some(authorization) = &authorization {
         headers.push(("authorization", authorization));

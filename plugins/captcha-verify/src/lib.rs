@@ -186,13 +186,7 @@ mod tests {
     use std::cell::RefCell;
     use triggerfish_sdk::{testing, ChallengeResult, Level};
 
-    fn step(name: &str, result: bool) -> ChallengeResult {
-        ChallengeResult {
-            challenge_name: name.to_owned(),
-            challenge_result: result,
-            challenge_metadata: None,
-        }
-    }
+    use testing::challenge as step;
 
     /// (challenge, issue tokens, fail authentication) for a session.
     fn define(session: Vec<ChallengeResult>) -> (Option<String>, Option<bool>, Option<bool>) {
@@ -292,10 +286,7 @@ mod tests {
     }
 
     fn answer(status: u16, body: &str) -> Result<http::Response, String> {
-        Ok(http::Response {
-            status,
-            body: body.as_bytes().to_vec(),
-        })
+        Ok(http::Response::new(status, body))
     }
 
     fn configure() {

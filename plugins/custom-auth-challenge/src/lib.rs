@@ -176,13 +176,7 @@ mod tests {
     use super::*;
     use triggerfish_sdk::{testing, ChallengeResult};
 
-    fn step(name: &str, result: bool) -> ChallengeResult {
-        ChallengeResult {
-            challenge_name: name.to_owned(),
-            challenge_result: result,
-            challenge_metadata: None,
-        }
-    }
+    use testing::challenge as step;
 
     fn define(session: Vec<ChallengeResult>) -> define::Response {
         let request = define::Request {

@@ -114,10 +114,7 @@ fn migrate(
         ),
         other => deny!("migrate-user handles {AUTHENTICATION} and {FORGOT_PASSWORD}, not {other}"),
     };
-    let authorization = config::get("token")
-        .map(|token| token.trim().to_owned())
-        .filter(|token| !token.is_empty())
-        .map(|token| format!("Bearer {token}"));
+    let authorization = http::bearer_from_config("token");
     let mut headers = vec![("content-type", "application/json")];
     if let Some(authorization) = &authorization {
         headers.push(("authorization", authorization));
@@ -196,10 +193,7 @@ mod tests {
     }
 
     fn answer(status: u16, body: &str) -> Result<http::Response, String> {
-        Ok(http::Response {
-            status,
-            body: body.as_bytes().to_vec(),
-        })
+        Ok(http::Response::new(status, body))
     }
 
     fn configure() {

@@ -38,6 +38,14 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response, as a fake service in a test would give it.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            body: body.into(),
+        }
+    }
+
     /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -47,6 +55,15 @@ impl Response {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+}
+
+/// `Bearer <token>` for an `authorization` header, from the config value
+/// `key` (usually a secret), when it is set and not blank.
+pub fn bearer_from_config(key: &str) -> Option<String> {
+    crate::config::get(key)
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
+        .map(|token| format!("Bearer {token}"))
 }
 
 /// `GET url`.

@@ -67,6 +67,16 @@ pub fn context(trigger_source: &str) -> Context {
     }
 }
 
+/// One step of a custom auth session: `challenge_name`, answered right or
+/// not.
+pub fn challenge(name: &str, result: bool) -> crate::ChallengeResult {
+    crate::ChallengeResult {
+        challenge_name: name.to_owned(),
+        challenge_result: result,
+        challenge_metadata: None,
+    }
+}
+
 /// A string map (`userAttributes`, `clientMetadata`, ...) from pairs.
 pub fn map<K: Into<String>, V: Into<String>>(
     pairs: impl IntoIterator<Item = (K, V)>,

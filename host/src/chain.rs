@@ -246,10 +246,10 @@ pub async fn invoke(tenant: &Tenant, event: Value) -> Result<Value, InvokeError>
     let _slot = tenant.try_start().ok_or(InvokeError::TooManyRequests {
         limit: tenant.quotas.concurrency,
     })?;
-    let source = match event.get("triggerSource") {
-        Some(Value::String(source)) => source.clone(),
-        _ => "SyncTrigger".to_owned(),
-    };
+    let source = event
+        .get("triggerSource")
+        .and_then(|s| s.as_str())
+        .unwrap_or("SyncTrigger");
     let span = tracing::info_span!(
         "invoke",
         tenant = %tenant.name,

@@ -140,4 +140,17 @@ async fn an_aws_sdk_lambda_client_invokes_a_tenant() {
         response.headers()["x-amzn-errortype"],
         "InvalidRequestContentException"
     );
+
+    // The other invocation types: a dry run checks access only; an event
+    // is accepted and run in the background.
+    for (invocation_type, status) in [("DryRun", 204), ("Event", 202), ("Sometime", 400)] {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/2015-03-31/functions/pool/invocations"))
+            .header("x-amz-invocation-type", invocation_type)
+            .body(pre_sign_up("jane@example.com").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{invocation_type}");
+    }
 }

@@ -19,15 +19,6 @@ type Send<'a> =
 
 struct AddToGroup;
 
-/// The value of `key`, which must be an http:// or https:// URL.
-fn require_url(key: &str) -> Result<String, String> {
-    let url = config::require(key)?.trim().to_owned();
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(config::invalid(key, &url, "an http:// or https:// URL"));
-    }
-    Ok(url)
-}
-
 /// The start of a body, on one line, for an error message.
 fn excerpt(body: &str) -> String {
     let line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -40,7 +31,7 @@ fn excerpt(body: &str) -> String {
 fn add_to_group(context: &Context, send: Send) -> Result<(), String> {
     config::deny_unknown_keys(KEYS)?;
     let group = config::require("group")?.trim().to_owned();
-    let url = require_url("admin-url")?;
+    let url = config::require_url("admin-url")?;
     let sources = match config::list("sources") {
         sources if sources.is_empty() => vec![DEFAULT_SOURCE.to_owned()],
         sources => sources,

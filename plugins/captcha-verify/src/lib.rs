@@ -72,30 +72,6 @@ impl create::Guest for CaptchaVerify {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, for a
-/// form body.
-fn form_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
-/// The value of `key`, which must be an http:// or https:// URL.
-fn require_url(key: &str) -> Result<String, String> {
-    let url = config::require(key)?.trim().to_owned();
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(config::invalid(key, &url, "an http:// or https:// URL"));
-    }
-    Ok(url)
-}
-
 /// Whether the verification service accepts `token`. Only a `2xx` answer
 /// with `"success": true` does; anything else, a service that cannot be
 /// reached included, is a wrong answer, logged. A host the tenant does not
@@ -103,7 +79,7 @@ fn require_url(key: &str) -> Result<String, String> {
 /// all the same.
 fn verify_token(token: &str, user_not_found: bool, send: Send) -> Result<bool, String> {
     config::deny_unknown_keys(KEYS)?;
-    let url = require_url("verify-url")?;
+    let url = config::require_url("verify-url")?;
     let secret = config::require("secret")?;
     if user_not_found {
         info!("no such user: the CAPTCHA is not checked");
@@ -116,8 +92,8 @@ fn verify_token(token: &str, user_not_found: bool, send: Send) -> Result<bool, S
     }
     let form = format!(
         "secret={}&response={}",
-        form_encode(secret.trim()),
-        form_encode(token)
+        http::percent_encode(secret.trim()),
+        http::percent_encode(token)
     );
     let headers = [("content-type", "application/x-www-form-urlencoded")];
     let answer = match send("POST", &url, &headers, Some(form.as_bytes())) {

@@ -5,7 +5,7 @@
 //! README.md for the config keys.
 
 use triggerfish_sdk::custom_message::{Context, Guest, Request, Response};
-use triggerfish_sdk::{config, debug};
+use triggerfish_sdk::{config, debug, http};
 
 const KEYS: &[&str] = &["base-url", "email-subject", "email-message", "sources"];
 const DEFAULT_SUBJECT: &str = "Confirm your account";
@@ -13,30 +13,16 @@ const DEFAULT_MESSAGE: &str = "Welcome! Confirm your account by opening this lin
 
 struct CustomMessageLink;
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 /// `<base-url>?username=…&client_id=…&code={####}`. The code placeholder is
 /// left as it is: Cognito puts the code there when it sends the message.
 fn confirmation_link(base_url: &str, context: &Context, code_parameter: &str) -> String {
     let mut link = base_url.to_owned();
     link.push(if base_url.contains('?') { '&' } else { '?' });
     if let Some(user_name) = &context.user_name {
-        link.push_str(&format!("username={}&", url_encode(user_name)));
+        link.push_str(&format!("username={}&", http::percent_encode(user_name)));
     }
     if let Some(client_id) = &context.caller_context.client_id {
-        link.push_str(&format!("client_id={}&", url_encode(client_id)));
+        link.push_str(&format!("client_id={}&", http::percent_encode(client_id)));
     }
     link.push_str("code=");
     link.push_str(code_parameter);
@@ -50,15 +36,7 @@ impl Guest for CustomMessageLink {
         mut response: Response,
     ) -> Result<Response, String> {
         config::deny_unknown_keys(KEYS)?;
-        let base_url = config::require("base-url")?;
-        let base_url = base_url.trim();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(config::invalid(
-                "base-url",
-                base_url,
-                "an http:// or https:// URL",
-            ));
-        }
+        let base_url = config::require_url("base-url")?;
         let sources = match config::list("sources") {
             sources if sources.is_empty() => vec!["CustomMessage_SignUp".to_owned()],
             sources => sources,
@@ -70,7 +48,7 @@ impl Guest for CustomMessageLink {
             );
             return Ok(response);
         }
-        let link = confirmation_link(base_url, &context, &request.code_parameter);
+        let link = confirmation_link(&base_url, &context, &request.code_parameter);
         let message = config::get_or("email-message", DEFAULT_MESSAGE);
         let body = if message.contains("{link}") {
             message.replace("{link}", &link)
@@ -126,6 +104,9 @@ mod tests {
 
     #[test]
     fn user_names_are_encoded() {
-        assert_eq!(url_encode("jane doe+x@é"), "jane%20doe%2Bx%40%C3%A9");
+        assert_eq!(
+            http::percent_encode("jane doe+x@é"),
+            "jane%20doe%2Bx%40%C3%A9"
+        );
     }
 }

@@ -24,19 +24,6 @@ type Send<'a> =
 
 struct MigrateUser;
 
-/// The value of `key`, which must be an http:// or https:// URL, without
-/// a trailing `/`.
-fn require_url(key: &str) -> Result<String, String> {
-    let url = config::require(key)?
-        .trim()
-        .trim_end_matches('/')
-        .to_owned();
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(config::invalid(key, &url, "an http:// or https:// URL"));
-    }
-    Ok(url)
-}
-
 /// A JSON value as an attribute value, if it has one.
 fn attribute_value(value: &Value) -> Option<String> {
     match value {
@@ -89,7 +76,9 @@ fn migrate(
     send: Send,
 ) -> Result<Response, String> {
     config::deny_unknown_keys(KEYS)?;
-    let directory = require_url("directory-url")?;
+    let directory = config::require_url("directory-url")?
+        .trim_end_matches('/')
+        .to_owned();
     let source = context.trigger_source.as_str();
     let Some(username) = context.user_name.as_deref().filter(|u| !u.is_empty()) else {
         deny!("Cannot migrate the user: the event has no userName");

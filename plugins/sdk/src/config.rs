@@ -57,6 +57,16 @@ pub fn require(key: &str) -> Result<String, String> {
     }
 }
 
+/// The value of `key`, which must be an `http://` or `https://` URL,
+/// trimmed; an error names the key otherwise.
+pub fn require_url(key: &str) -> Result<String, String> {
+    let url = require(key)?.trim().to_owned();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(invalid(key, &url, "an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
 /// The value of `key`, or `default` when the tenant did not set it.
 pub fn get_or(key: &str, default: &str) -> String {
     get(key).unwrap_or_else(|| default.to_owned())

@@ -57,6 +57,21 @@ impl Response {
     }
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters: for a
+/// query parameter or a form field.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 /// `Bearer <token>` for an `authorization` header, from the config value
 /// `key` (usually a secret), when it is set and not blank.
 pub fn bearer_from_config(key: &str) -> Option<String> {

@@ -34,10 +34,10 @@ pub async fn host(dir: &PluginsDir) -> Arc<Host> {
     Arc::new(Host::open(loader(), dir.path()).await.expect("a host"))
 }
 
-/// Serialises the tests that time something (a reload within a second, a
-/// timeout within its overshoot) with the one that compiles a 12 MB
-/// JavaScript component on every core: on a two-core machine the compile
-/// would otherwise be what they measure.
+/// Serialises the tests that measure something (a reload within a second,
+/// a timeout within its overshoot, resident memory) with the one that
+/// compiles a 12 MB JavaScript component on every core: on a two-core
+/// machine the compile would otherwise be what they measure.
 pub async fn timing_sensitive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await

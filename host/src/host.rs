@@ -2,7 +2,6 @@
 
 use crate::auth::{self, AuthError, Credentials};
 use crate::plugin::PluginLoader;
-use crate::runtime::Runtime;
 use crate::tenant::{is_tenant_name, Tenant};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -31,10 +30,6 @@ impl Host {
         };
         host.reload_all().await?;
         Ok(host)
-    }
-
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        self.loader.runtime()
     }
 
     /// The plugins folder.

@@ -231,10 +231,6 @@ impl PluginLoader {
         }
     }
 
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
-    }
-
     /// Loads one plugin file's bytes as plugin `name`. Compilation runs on
     /// a blocking thread, never on the async runtime.
     pub async fn load(&self, name: &str, bytes: Vec<u8>) -> Result<Plugin, PluginError> {

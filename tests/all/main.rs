@@ -5,6 +5,7 @@
 
 mod budget;
 mod chain;
+mod cli;
 mod common;
 mod fuzz;
 mod http_api;

@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use triggerfish::chain;
-use triggerfish::host::Host;
+use triggerfish::dispatch::Dispatcher;
+use triggerfish::engine::{Metering, Runtime, RuntimeConfig};
 use triggerfish::plugin::PluginLoader;
-use triggerfish::runtime::{Metering, Runtime, RuntimeConfig};
+use triggerfish::tenant::registry::Tenants;
 use triggerfish::tenant::Tenant;
 use triggerfish::trigger::Trigger;
 use triggerfish_test_support::{guests, PluginsDir};
@@ -92,6 +92,7 @@ fn chain_dir(lengths: &[usize]) -> PluginsDir {
 async fn load(runtime: Arc<Runtime>, dir: &PluginsDir, tenant: &str) -> Tenant {
     let tenant = Tenant::load(
         &PluginLoader::new(runtime, None),
+        &triggerfish::tenant::operator::TenantPolicy::default(),
         tenant,
         &dir.tenant_dir(tenant),
         None,
@@ -106,7 +107,8 @@ async fn time_chain(tenant: &Tenant) -> Stats {
     per_call(500, 21, 200, || {
         let event = event.clone();
         async move {
-            chain::invoke(tenant, event)
+            Dispatcher::new()
+                .dispatch(tenant, event)
                 .await
                 .expect("the chain answers");
         }
@@ -144,7 +146,8 @@ pub fn spin(length: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut calls = 0u64;
         while started.elapsed() < Duration::from_secs(10) {
-            chain::invoke(&tenant, event())
+            Dispatcher::new()
+                .dispatch(&tenant, event())
                 .await
                 .expect("the chain answers");
             calls += 1;
@@ -166,7 +169,7 @@ fn calls() -> anyhow::Result<String> {
     let dir = chain_dir(&[1, 3, 5]);
     let mut out = String::from("## Plugin calls, in process\n\n");
     out.push_str(&format!(
-        "A ~{} byte PreSignUp event through `chain::invoke` (routing, JSON to component values, a fresh instance from `InstancePre`, the call, values back to JSON), against the same handler logic compiled natively and called as a Rust function on the event's JSON.\n\n",
+        "A ~{} byte PreSignUp event through the dispatcher (routing, JSON to component values, a fresh instance from `InstancePre`, the call, values back to JSON), against the same handler logic compiled natively and called as a Rust function on the event's JSON.\n\n",
         event().to_string().len()
     ));
     let (one, three, five, conversion) = rt.block_on(async {
@@ -181,7 +184,7 @@ fn calls() -> anyhow::Result<String> {
             let plugin = plugin.clone();
             async move {
                 std::hint::black_box(
-                    chain::round_trip(&plugin, Trigger::PreSignUp, event).unwrap(),
+                    triggerfish::families::round_trip(&plugin, Trigger::PreSignUp, event).unwrap(),
                 );
             }
         })
@@ -319,12 +322,12 @@ fn reload(swaps: usize) -> anyhow::Result<String> {
         let dir = PluginsDir::new();
         let cache = PluginsDir::new();
         dir.file("live", "10-plugin.wasm", variant(&base, 0)).settings("live", SETTINGS);
-        let host = Arc::new(Host::open(PluginLoader::new(runtime_with(Metering::default()), Some(cache.path())), dir.path()).await?);
-        let _watcher = triggerfish::watch::watch(host.clone())?;
+        let host = Arc::new(Tenants::open(PluginLoader::new(runtime_with(Metering::default()), Some(cache.path())), dir.path()).await?);
+        let _watcher = triggerfish::tenant::watch::watch(host.clone())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/tenants/live/events", listener.local_addr()?);
         let server_host = host.clone();
-        tokio::spawn(async move { axum::serve(listener, triggerfish::http::router(server_host)).await });
+        tokio::spawn(async move { axum::serve(listener, triggerfish::sources::http::router(triggerfish::sources::http::Api { tenants: server_host, dispatcher: Arc::new(Dispatcher::new()) })).await });
 
         let stop = Arc::new(AtomicBool::new(false));
         let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -355,7 +358,7 @@ fn reload(swaps: usize) -> anyhow::Result<String> {
         let mut times = Vec::new();
         for swap in 1..=swaps {
             let bytes = variant(&base, swap);
-            let hash = triggerfish::plugin::content_hash(&bytes);
+            let hash = triggerfish::encoding::sha256_hex(&bytes);
             tokio::time::sleep(Duration::from_millis(300)).await;
             let partial = tenant_dir.join(".10-plugin.wasm.partial");
             std::fs::write(&partial, &bytes)?;
@@ -405,7 +408,7 @@ fn restart() -> anyhow::Result<String> {
         }
         let open = || async {
             let started = Instant::now();
-            let host = Host::open(PluginLoader::new(runtime_with(Metering::default()), Some(cache.path())), dir.path()).await?;
+            let host = Tenants::open(PluginLoader::new(runtime_with(Metering::default()), Some(cache.path())), dir.path()).await?;
             let took = started.elapsed();
             let loaded: usize = (0..50).map(|t| host.tenant(&format!("tenant{t:02}")).map_or(0, |t| t.plugins.len())).sum();
             anyhow::ensure!(loaded == 200, "only {loaded} plugins loaded");
@@ -414,7 +417,7 @@ fn restart() -> anyhow::Result<String> {
         let cold = open().await?;
         let warm = open().await?;
         Ok(format!(
-            "## Start-up\n\n200 plugins (distinct builds of 4 plugins) in 50 tenants, from `Host::open` to every tenant serving:\n\n{}\nTarget: warm start at most 2 s ({}).\n\n",
+            "## Start-up\n\n200 plugins (distinct builds of 4 plugins) in 50 tenants, from `Tenants::open` to every tenant serving:\n\n{}\nTarget: warm start at most 2 s ({}).\n\n",
             table(
                 &["compile cache", "time to serve", "ratio"],
                 &[vec!["cold (compiles all 200)".into(), ms(cold), ratio(cold, warm)], vec!["warm".into(), ms(warm), "1.0×".into()]]
@@ -452,11 +455,11 @@ pub fn memory_child(tenants: usize) -> anyhow::Result<()> {
             }
             dir.settings(&tenant, SETTINGS);
         }
-        let host = Host::open(PluginLoader::new(runtime_with(Metering::default()), None), dir.path()).await?;
+        let host = Tenants::open(PluginLoader::new(runtime_with(Metering::default()), None), dir.path()).await?;
         let loaded = rss_kib("VmRSS:");
         for t in 0..tenants {
             let tenant = host.tenant(&format!("t{t:04}")).context("a tenant")?;
-            chain::invoke(&tenant, event()).await?;
+            Dispatcher::new().dispatch(&tenant, event()).await?;
         }
         anyhow::Ok(json!({"before": before, "loaded": loaded, "after": rss_kib("VmRSS:"), "peak": rss_kib("VmHWM:")}))
     })?;
@@ -503,14 +506,14 @@ fn fairness() -> anyhow::Result<String> {
             "attacker",
             "[limits]\nfuel = 100_000_000_000_000\ntimeout-ms = 5000\nattempts = 1\n[plugins.10-hostile.config]\nmode = \"spin\"\n",
         );
-        let host = Arc::new(Host::open(PluginLoader::new(runtime_with(Metering::default()), None), dir.path()).await?);
+        let host = Arc::new(Tenants::open(PluginLoader::new(runtime_with(Metering::default()), None), dir.path()).await?);
         let victim = host.tenant("chain3").context("the victim")?;
         let measure = |victim: Arc<Tenant>| async move {
             let event = event();
             per_call(200, 21, 50, || {
                 let (victim, event) = (victim.clone(), event.clone());
                 async move {
-                    chain::invoke(&victim, event).await.expect("the victim answers");
+                    Dispatcher::new().dispatch(&victim, event).await.expect("the victim answers");
                 }
             })
             .await
@@ -523,7 +526,7 @@ fn fairness() -> anyhow::Result<String> {
                 tokio::spawn(async move {
                     let attacker = host.tenant("attacker").unwrap();
                     while !stop.load(Ordering::Relaxed) {
-                        let _ = chain::invoke(&attacker, event()).await;
+                        let _ = Dispatcher::new().dispatch(&attacker, event()).await;
                     }
                 })
             })

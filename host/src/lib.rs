@@ -1,20 +1,20 @@
 //! Triggerfish: Cognito-style identity and data lifecycle triggers, run as
 //! sandboxed WebAssembly components.
 //!
-//! An event arrives (HTTP or the `invoke` command), [`trigger::Trigger::route`]
-//! finds its trigger, and [`chain`] runs the tenant's plugins serving that
-//! trigger, in file-name order, under the tenant's [`limits`].
+//! The route of an event (see ARCHITECTURE.md): a [`sources`] (the HTTP
+//! API, the `invoke` command) hands it to the [`dispatch::Dispatcher`],
+//! which routes it by the [`trigger`] table, runs the tenant's chain
+//! ([`dispatch::chain`]) with the event shaped by its [`families`] family,
+//! one plugin call at a time ([`dispatch::call`]) on the [`engine`], and
+//! gives the outcome to its sinks. Tenants, their settings and their
+//! plugins are kept by [`tenant`] and [`plugin`].
 
 pub mod auth;
-pub mod chain;
-pub mod convert;
-pub mod host;
-pub mod http;
-pub mod limits;
-pub mod outbound;
+pub mod dispatch;
+pub mod encoding;
+pub mod engine;
+pub mod families;
 pub mod plugin;
-pub mod runtime;
-pub mod sigv4;
+pub mod sources;
 pub mod tenant;
 pub mod trigger;
-pub mod watch;

@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use triggerfish::auth::hash_key;
-use triggerfish::chain::{self, InvokeError};
-use triggerfish::host::Host;
+use triggerfish::dispatch::{Dispatcher, InvokeError, LogSink};
+use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::plugin::PluginLoader;
-use triggerfish::runtime::{Runtime, RuntimeConfig};
-use triggerfish::tenant::{is_tenant_name, Tenant};
-use triggerfish::watch;
+use triggerfish::sources::http::{Api, HttpSource};
+use triggerfish::sources::{self, Source};
+use triggerfish::tenant::operator::OperatorConfig;
+use triggerfish::tenant::registry::Tenants;
+use triggerfish::tenant::{is_tenant_name, watch, Tenant};
 
 // A plugin call allocates many small values (the event as component
 // values, WASI state); mimalloc serves them about a fifth faster than
@@ -96,6 +98,12 @@ struct EngineArgs {
     /// The most memory (MiB) any tenant may give one plugin instance.
     #[arg(long, default_value_t = RuntimeConfig::default().max_memory_bytes >> 20)]
     max_memory_mib: u64,
+    /// The operator's configuration: each tenant's quotas, the ceilings of
+    /// its limits and the outbound hosts it may ever reach (see the
+    /// README). Without it, the built-in defaults are every tenant's
+    /// ceilings and plugins reach no outbound host.
+    #[arg(long, value_name = "FILE")]
+    operator_config: Option<PathBuf>,
 }
 
 impl EngineArgs {
@@ -112,6 +120,16 @@ impl EngineArgs {
             (None, false) => default_cache_dir(),
         };
         Ok(PluginLoader::new(Arc::new(runtime), cache_dir.as_deref()))
+    }
+
+    /// The operator's configuration, checked against the engine's limits.
+    fn operator(&self) -> anyhow::Result<OperatorConfig> {
+        let max_memory = self.max_memory_mib << 20;
+        match &self.operator_config {
+            Some(path) => OperatorConfig::load(path, max_memory),
+            None => OperatorConfig::parse("", max_memory)
+                .map_err(|e| anyhow::anyhow!("the built-in limits do not fit the engine: {e}")),
+        }
     }
 }
 
@@ -159,22 +177,36 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             no_watch,
             engine,
         } => {
-            let host = Arc::new(Host::open(engine.loader()?, &plugins_dir).await?);
+            let tenants = Arc::new(
+                Tenants::open_with(engine.loader()?, engine.operator()?, &plugins_dir).await?,
+            );
             let _watcher = if no_watch {
                 None
             } else {
-                Some(watch::watch(host.clone()).context("cannot watch the plugins folder")?)
+                Some(watch::watch(tenants.clone()).context("cannot watch the plugins folder")?)
             };
-            let _sighup = watch::reload_on_sighup(host.clone())?;
+            let _sighup = watch::reload_on_sighup(tenants.clone())?;
+            let dispatcher = Arc::new(dispatcher());
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             tracing::info!(address = %listener.local_addr()?, plugins_dir = %plugins_dir.display(), "serving");
-            axum::serve(listener, triggerfish::http::router(host))
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            let api = Api {
+                tenants,
+                dispatcher,
+            };
+            let sources: Vec<Box<dyn Source>> = vec![Box::new(HttpSource { listener, api })];
+            let (stop_handle, stop) = sources::stop_signal();
+            let stop_handle = Arc::new(stop_handle);
+            tokio::spawn({
+                let stop_handle = stop_handle.clone();
+                async move {
+                    shutdown_signal().await;
+                    tracing::info!("stopping: finishing the requests in flight");
+                    stop_handle.stop();
+                }
+            });
+            sources::run_all(sources, stop, stop_handle).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Invoke {
@@ -195,10 +227,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Some(path) => std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
             };
-            let event: serde_json::Value =
-                serde_json::from_str(&text).context("the event is not valid JSON")?;
-            let tenant = Tenant::load(&engine.loader()?, &tenant, &dir, None).await;
-            match chain::invoke(&tenant, event).await {
+            let event = sources::json::parse_strict(text.as_bytes())
+                .context("the event is not valid JSON")?;
+            let operator = engine.operator()?;
+            let policy = operator.for_tenant(&tenant);
+            let tenant = Tenant::load(&engine.loader()?, policy, &tenant, &dir, None).await;
+            match dispatcher().dispatch(&tenant, event).await {
                 Ok(event) => {
                     println!("{}", serde_json::to_string_pretty(&event)?);
                     Ok(std::process::ExitCode::SUCCESS)
@@ -251,6 +285,27 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The dispatcher every way in shares, with its sinks.
+fn dispatcher() -> Dispatcher {
+    Dispatcher::new().with_sink(Arc::new(LogSink))
 }
 
 fn read_stdin() -> anyhow::Result<String> {

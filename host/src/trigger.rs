@@ -5,6 +5,7 @@
 //! Sync); the pre token generation trigger also looks at `version`, because
 //! events of version 2 and 3 carry the access-token shape.
 
+use crate::families::Family;
 use serde_json::Value;
 
 /// One lifecycle event a plugin can handle.
@@ -29,136 +30,218 @@ pub enum Trigger {
 /// The version of the WIT packages this host implements.
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
-impl Trigger {
-    pub const ALL: [Trigger; 14] = [
+/// Everything the host knows about one trigger, written once in [`TABLE`].
+#[derive(Debug)]
+pub struct TriggerSpec {
+    pub trigger: Trigger,
+    /// The WIT package of its interface, such as `triggerfish:user-pool`.
+    pub package: &'static str,
+    /// The interface's name in WIT, such as `pre-sign-up`.
+    pub wit_name: &'static str,
+    /// The name Cognito uses in its error text: "`PreSignUp` failed with
+    /// error ...".
+    pub cognito_name: &'static str,
+    /// Every `triggerSource` value Cognito sends for it (none for sync,
+    /// which is routed by `eventType`).
+    pub trigger_sources: &'static [&'static str],
+    pub family: Family,
+}
+
+const USER_POOL: &str = "triggerfish:user-pool";
+const TOKEN_GENERATION: &[&str] = &[
+    "TokenGeneration_HostedAuth",
+    "TokenGeneration_Authentication",
+    "TokenGeneration_NewPasswordChallenge",
+    "TokenGeneration_AuthenticateDevice",
+    "TokenGeneration_RefreshTokens",
+];
+
+const fn user_pool(
+    trigger: Trigger,
+    wit_name: &'static str,
+    cognito_name: &'static str,
+    trigger_sources: &'static [&'static str],
+) -> TriggerSpec {
+    TriggerSpec {
+        trigger,
+        package: USER_POOL,
+        wit_name,
+        cognito_name,
+        trigger_sources,
+        family: Family::UserPool,
+    }
+}
+
+/// The one list of triggers, in [`Trigger`]'s order. Routing, loading,
+/// the typecheck and `triggerfish check` read it; the WIT `every-trigger`
+/// world, the SDK's `export!` macro and `cargo xtask new`'s templates are
+/// tested against it (`tests/all/trigger_table.rs`).
+pub const TABLE: [TriggerSpec; 14] = [
+    user_pool(
         Trigger::PreSignUp,
+        "pre-sign-up",
+        "PreSignUp",
+        &[
+            "PreSignUp_SignUp",
+            "PreSignUp_AdminCreateUser",
+            "PreSignUp_ExternalProvider",
+        ],
+    ),
+    user_pool(
         Trigger::PostConfirmation,
+        "post-confirmation",
+        "PostConfirmation",
+        &[
+            "PostConfirmation_ConfirmSignUp",
+            "PostConfirmation_ConfirmForgotPassword",
+        ],
+    ),
+    user_pool(
         Trigger::PreAuthentication,
+        "pre-authentication",
+        "PreAuthentication",
+        &["PreAuthentication_Authentication"],
+    ),
+    user_pool(
         Trigger::PostAuthentication,
+        "post-authentication",
+        "PostAuthentication",
+        &["PostAuthentication_Authentication"],
+    ),
+    user_pool(
         Trigger::DefineAuthChallenge,
+        "define-auth-challenge",
+        "DefineAuthChallenge",
+        &["DefineAuthChallenge_Authentication"],
+    ),
+    user_pool(
         Trigger::CreateAuthChallenge,
+        "create-auth-challenge",
+        "CreateAuthChallenge",
+        &["CreateAuthChallenge_Authentication"],
+    ),
+    user_pool(
         Trigger::VerifyAuthChallengeResponse,
+        "verify-auth-challenge-response",
+        "VerifyAuthChallengeResponse",
+        &["VerifyAuthChallengeResponse_Authentication"],
+    ),
+    // Both token generation interfaces serve the same sources; `route`
+    // picks one by the event's `version`.
+    user_pool(
         Trigger::PreTokenGeneration,
+        "pre-token-generation",
+        "PreTokenGeneration",
+        TOKEN_GENERATION,
+    ),
+    user_pool(
         Trigger::PreTokenGenerationV2,
+        "pre-token-generation-v2",
+        "PreTokenGeneration",
+        TOKEN_GENERATION,
+    ),
+    user_pool(
         Trigger::UserMigration,
+        "user-migration",
+        "UserMigration",
+        &[
+            "UserMigration_Authentication",
+            "UserMigration_ForgotPassword",
+        ],
+    ),
+    user_pool(
         Trigger::CustomMessage,
+        "custom-message",
+        "CustomMessage",
+        &[
+            "CustomMessage_SignUp",
+            "CustomMessage_AdminCreateUser",
+            "CustomMessage_ResendCode",
+            "CustomMessage_ForgotPassword",
+            "CustomMessage_UpdateUserAttribute",
+            "CustomMessage_VerifyUserAttribute",
+            "CustomMessage_Authentication",
+        ],
+    ),
+    user_pool(
         Trigger::CustomEmailSender,
+        "custom-email-sender",
+        "CustomEmailSender",
+        &[
+            "CustomEmailSender_SignUp",
+            "CustomEmailSender_ResendCode",
+            "CustomEmailSender_ForgotPassword",
+            "CustomEmailSender_UpdateUserAttribute",
+            "CustomEmailSender_VerifyUserAttribute",
+            "CustomEmailSender_AdminCreateUser",
+            "CustomEmailSender_AccountTakeOverNotification",
+        ],
+    ),
+    user_pool(
         Trigger::CustomSmsSender,
-        Trigger::Sync,
-    ];
+        "custom-sms-sender",
+        "CustomSMSSender",
+        &[
+            "CustomSMSSender_SignUp",
+            "CustomSMSSender_ResendCode",
+            "CustomSMSSender_ForgotPassword",
+            "CustomSMSSender_UpdateUserAttribute",
+            "CustomSMSSender_VerifyUserAttribute",
+            "CustomSMSSender_Authentication",
+            "CustomSMSSender_AdminCreateUser",
+        ],
+    ),
+    TriggerSpec {
+        trigger: Trigger::Sync,
+        package: "triggerfish:sync",
+        wit_name: "sync-trigger",
+        cognito_name: "SyncTrigger",
+        trigger_sources: &[],
+        family: Family::Sync,
+    },
+];
+
+impl Trigger {
+    /// Every trigger, in the table's order.
+    pub fn all() -> impl Iterator<Item = Trigger> {
+        TABLE.iter().map(|spec| spec.trigger)
+    }
+
+    /// This trigger's row of [`TABLE`].
+    pub fn spec(self) -> &'static TriggerSpec {
+        // The table is in the enum's order (checked by a test).
+        &TABLE[self as usize]
+    }
 
     /// The interface's name in WIT, such as `pre-sign-up`.
     pub fn wit_name(self) -> &'static str {
-        match self {
-            Trigger::PreSignUp => "pre-sign-up",
-            Trigger::PostConfirmation => "post-confirmation",
-            Trigger::PreAuthentication => "pre-authentication",
-            Trigger::PostAuthentication => "post-authentication",
-            Trigger::DefineAuthChallenge => "define-auth-challenge",
-            Trigger::CreateAuthChallenge => "create-auth-challenge",
-            Trigger::VerifyAuthChallengeResponse => "verify-auth-challenge-response",
-            Trigger::PreTokenGeneration => "pre-token-generation",
-            Trigger::PreTokenGenerationV2 => "pre-token-generation-v2",
-            Trigger::UserMigration => "user-migration",
-            Trigger::CustomMessage => "custom-message",
-            Trigger::CustomEmailSender => "custom-email-sender",
-            Trigger::CustomSmsSender => "custom-sms-sender",
-            Trigger::Sync => "sync-trigger",
-        }
+        self.spec().wit_name
     }
 
     /// The fully qualified name of the interface a plugin exports to serve
     /// this trigger, such as `triggerfish:user-pool/pre-sign-up@0.1.0`.
     pub fn export_name(self) -> String {
-        let package = match self {
-            Trigger::Sync => "triggerfish:sync",
-            _ => "triggerfish:user-pool",
-        };
-        format!("{package}/{}@{CONTRACT_VERSION}", self.wit_name())
+        let spec = self.spec();
+        format!("{}/{}@{CONTRACT_VERSION}", spec.package, spec.wit_name)
     }
 
     pub fn from_export_name(name: &str) -> Option<Trigger> {
-        Trigger::ALL.into_iter().find(|t| t.export_name() == name)
+        Trigger::all().find(|t| t.export_name() == name)
     }
 
-    /// The name Cognito uses in its error text: "`PreSignUp` failed with
-    /// error ...".
+    /// The name Cognito uses in its error text.
     pub fn cognito_name(self) -> &'static str {
-        match self {
-            Trigger::PreSignUp => "PreSignUp",
-            Trigger::PostConfirmation => "PostConfirmation",
-            Trigger::PreAuthentication => "PreAuthentication",
-            Trigger::PostAuthentication => "PostAuthentication",
-            Trigger::DefineAuthChallenge => "DefineAuthChallenge",
-            Trigger::CreateAuthChallenge => "CreateAuthChallenge",
-            Trigger::VerifyAuthChallengeResponse => "VerifyAuthChallengeResponse",
-            Trigger::PreTokenGeneration | Trigger::PreTokenGenerationV2 => "PreTokenGeneration",
-            Trigger::UserMigration => "UserMigration",
-            Trigger::CustomMessage => "CustomMessage",
-            Trigger::CustomEmailSender => "CustomEmailSender",
-            Trigger::CustomSmsSender => "CustomSMSSender",
-            Trigger::Sync => "SyncTrigger",
-        }
+        self.spec().cognito_name
     }
 
-    /// Every `triggerSource` value Cognito sends for this trigger (the
-    /// sync trigger has none: it is routed by `eventType`).
+    /// Every `triggerSource` value Cognito sends for this trigger.
     pub fn trigger_sources(self) -> &'static [&'static str] {
-        match self {
-            Trigger::PreSignUp => &[
-                "PreSignUp_SignUp",
-                "PreSignUp_AdminCreateUser",
-                "PreSignUp_ExternalProvider",
-            ],
-            Trigger::PostConfirmation => &[
-                "PostConfirmation_ConfirmSignUp",
-                "PostConfirmation_ConfirmForgotPassword",
-            ],
-            Trigger::PreAuthentication => &["PreAuthentication_Authentication"],
-            Trigger::PostAuthentication => &["PostAuthentication_Authentication"],
-            Trigger::DefineAuthChallenge => &["DefineAuthChallenge_Authentication"],
-            Trigger::CreateAuthChallenge => &["CreateAuthChallenge_Authentication"],
-            Trigger::VerifyAuthChallengeResponse => &["VerifyAuthChallengeResponse_Authentication"],
-            Trigger::PreTokenGeneration | Trigger::PreTokenGenerationV2 => &[
-                "TokenGeneration_HostedAuth",
-                "TokenGeneration_Authentication",
-                "TokenGeneration_NewPasswordChallenge",
-                "TokenGeneration_AuthenticateDevice",
-                "TokenGeneration_RefreshTokens",
-            ],
-            Trigger::UserMigration => &[
-                "UserMigration_Authentication",
-                "UserMigration_ForgotPassword",
-            ],
-            Trigger::CustomMessage => &[
-                "CustomMessage_SignUp",
-                "CustomMessage_AdminCreateUser",
-                "CustomMessage_ResendCode",
-                "CustomMessage_ForgotPassword",
-                "CustomMessage_UpdateUserAttribute",
-                "CustomMessage_VerifyUserAttribute",
-                "CustomMessage_Authentication",
-            ],
-            Trigger::CustomEmailSender => &[
-                "CustomEmailSender_SignUp",
-                "CustomEmailSender_ResendCode",
-                "CustomEmailSender_ForgotPassword",
-                "CustomEmailSender_UpdateUserAttribute",
-                "CustomEmailSender_VerifyUserAttribute",
-                "CustomEmailSender_AdminCreateUser",
-                "CustomEmailSender_AccountTakeOverNotification",
-            ],
-            Trigger::CustomSmsSender => &[
-                "CustomSMSSender_SignUp",
-                "CustomSMSSender_ResendCode",
-                "CustomSMSSender_ForgotPassword",
-                "CustomSMSSender_UpdateUserAttribute",
-                "CustomSMSSender_VerifyUserAttribute",
-                "CustomSMSSender_Authentication",
-                "CustomSMSSender_AdminCreateUser",
-            ],
-            Trigger::Sync => &[],
-        }
+        self.spec().trigger_sources
+    }
+
+    /// The family that shapes this trigger's events.
+    pub fn family(self) -> Family {
+        self.spec().family
     }
 
     /// Finds the trigger an event is for.
@@ -177,8 +260,7 @@ impl Trigger {
             Some(Value::String(source)) => source.as_str(),
             Some(other) => return Err(RouteError::UnknownTriggerSource(other.to_string())),
         };
-        let trigger = Trigger::ALL
-            .into_iter()
+        let trigger = Trigger::all()
             .find(|t| t.trigger_sources().contains(&source))
             .ok_or_else(|| RouteError::UnknownTriggerSource(source.to_owned()))?;
         if trigger == Trigger::PreTokenGeneration {
@@ -220,8 +302,43 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_table_is_in_the_enums_order() {
+        for (index, spec) in TABLE.iter().enumerate() {
+            assert_eq!(spec.trigger as usize, index, "{:?}", spec.trigger);
+        }
+    }
+
+    /// The host checks plugins against the `every-trigger` world of `wit/`:
+    /// it must export exactly the table's interfaces.
+    #[test]
+    fn the_table_matches_the_every_trigger_world() {
+        let worlds = include_str!("../../wit/worlds.wit");
+        let world = worlds
+            .split("world every-trigger {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("wit/worlds.wit has an every-trigger world");
+        let mut exported: Vec<String> = world
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("export "))
+            .map(|name| {
+                let name = name.trim_end_matches(';');
+                if name.contains(':') {
+                    name.to_owned()
+                } else {
+                    format!("{USER_POOL}/{name}@{CONTRACT_VERSION}")
+                }
+            })
+            .collect();
+        let mut table: Vec<String> = Trigger::all().map(Trigger::export_name).collect();
+        exported.sort();
+        table.sort();
+        assert_eq!(exported, table);
+    }
+
+    #[test]
     fn every_source_routes_to_its_own_trigger() {
-        for trigger in Trigger::ALL {
+        for trigger in Trigger::all() {
             for source in trigger.trigger_sources() {
                 let routed = Trigger::route(&json!({"version": "1", "triggerSource": source}));
                 let expected = match trigger {
@@ -254,7 +371,7 @@ mod tests {
 
     #[test]
     fn export_names_round_trip() {
-        for trigger in Trigger::ALL {
+        for trigger in Trigger::all() {
             assert_eq!(
                 Trigger::from_export_name(&trigger.export_name()),
                 Some(trigger)

@@ -4,8 +4,8 @@
 use crate::common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use triggerfish::chain::{self, ErrorKind};
-use triggerfish::host::Host;
+use triggerfish::dispatch::ErrorKind;
+use triggerfish::tenant::registry::Tenants;
 
 /// One tenant per misbehaviour, each running the hostile guest, plus a
 /// well-behaved tenant to check the host is still fine afterwards.
@@ -35,14 +35,14 @@ fn asking(mode: &str) -> Value {
 
 /// The host still serves: another tenant, and the same misbehaving plugin
 /// when asked to behave.
-async fn still_serving(host: &Host, hostile_tenant: &str) {
-    let good = host.tenant("good").unwrap();
-    let out = chain::invoke(&good, pre_sign_up("jane@example.com"))
+async fn still_serving(tenants: &Tenants, hostile_tenant: &str) {
+    let good = tenants.tenant("good").unwrap();
+    let out = invoke(&good, pre_sign_up("jane@example.com"))
         .await
         .unwrap();
     assert_eq!(out["response"]["autoConfirmUser"], false);
-    let same = host.tenant(hostile_tenant).unwrap();
-    let out = chain::invoke(&same, asking("ok")).await;
+    let same = tenants.tenant(hostile_tenant).unwrap();
+    let out = invoke(&same, asking("ok")).await;
     assert_eq!(
         out.unwrap()["response"]["autoConfirmUser"],
         true,
@@ -63,11 +63,11 @@ async fn runaway_plugins_end_as_timeout_within_the_budget() {
         ),
         ("sleep", "timeout-ms = 500\nattempts = 1"),
     ]);
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
 
     // A loop with fuel to spare runs into the wall-clock budget.
     let started = Instant::now();
-    let error = chain_error(&host.tenant("spin").unwrap(), pre_sign_up("a@b.test")).await;
+    let error = chain_error(&tenants.tenant("spin").unwrap(), pre_sign_up("a@b.test")).await;
     let elapsed = started.elapsed();
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
@@ -79,14 +79,14 @@ async fn runaway_plugins_end_as_timeout_within_the_budget() {
         error.cognito_message(),
         "PreSignUp failed with error the chain did not finish within 1000 ms."
     );
-    still_serving(&host, "spin").await;
+    still_serving(&tenants, "spin").await;
 
     // Sleeping in a host call is cut off too.
     let started = Instant::now();
-    let error = chain_error(&host.tenant("sleep").unwrap(), pre_sign_up("a@b.test")).await;
+    let error = chain_error(&tenants.tenant("sleep").unwrap(), pre_sign_up("a@b.test")).await;
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     assert!(started.elapsed() < Duration::from_millis(500) + OVERSHOOT);
-    still_serving(&host, "sleep").await;
+    still_serving(&tenants, "sleep").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,13 +95,13 @@ async fn tight_loops_run_out_of_fuel_and_are_not_retried() {
         ("spin", "fuel = 20_000_000"),
         ("host-calls", "fuel = 20_000_000"),
     ]);
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
     for mode in ["spin", "host-calls"] {
-        let error = chain_error(&host.tenant(mode).unwrap(), pre_sign_up("a@b.test")).await;
+        let error = chain_error(&tenants.tenant(mode).unwrap(), pre_sign_up("a@b.test")).await;
         assert_eq!(error.kind, ErrorKind::OutOfFuel, "{mode}: {error}");
         assert_eq!(error.attempts, 1, "running out of fuel is deterministic");
         assert!(error.message.contains("20000000"), "{}", error.message);
-        still_serving(&host, mode).await;
+        still_serving(&tenants, mode).await;
     }
 }
 
@@ -113,7 +113,7 @@ async fn hostile_plugins_fail_with_their_kind() {
         ("panic", ""),
         ("huge-output", "output-kib = 64"),
     ]);
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
     let cases = [
         ("memory", ErrorKind::OutOfMemory, "16 MiB"),
         ("recurse", ErrorKind::Trap, "stack overflow"),
@@ -125,7 +125,7 @@ async fn hostile_plugins_fail_with_their_kind() {
         ("huge-output", ErrorKind::InvalidOutput, "65536 bytes"),
     ];
     for (mode, kind, words) in cases {
-        let tenant = host.tenant(mode).unwrap();
+        let tenant = tenants.tenant(mode).unwrap();
         let error = chain_error(&tenant, pre_sign_up("a@b.test")).await;
         assert_eq!(error.kind, kind, "{mode}: {error}");
         assert!(error.message.contains(words), "{mode}: {}", error.message);
@@ -135,7 +135,7 @@ async fn hostile_plugins_fail_with_their_kind() {
         // asked to: nothing is left over from the failure.
         let again = chain_error(&tenant, pre_sign_up("a@b.test")).await;
         assert_eq!(again.kind, kind, "{mode} again");
-        still_serving(&host, mode).await;
+        still_serving(&tenants, mode).await;
     }
 }
 
@@ -146,9 +146,9 @@ async fn plugins_cannot_reach_files_or_environment_and_logs_are_capped() {
         ("read-file", ""),
         ("log-flood", "log-kib = 4"),
     ]);
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
     for mode in ["read-env", "read-file", "log-flood"] {
-        let out = chain::invoke(&host.tenant(mode).unwrap(), pre_sign_up("a@b.test")).await;
+        let out = invoke(&tenants.tenant(mode).unwrap(), pre_sign_up("a@b.test")).await;
         assert!(out.is_ok(), "{mode}: {out:?}");
     }
 }
@@ -157,9 +157,9 @@ async fn plugins_cannot_reach_files_or_environment_and_logs_are_capped() {
 async fn no_state_survives_between_events_or_tenants() {
     let dir = hostile_dir(&[("count", ""), ("count-too", "")]);
     // Both tenants run the very same file (and so share compiled code).
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
     for tenant in ["count", "count", "count-too", "count", "count-too"] {
-        let error = chain_error(&host.tenant(tenant).unwrap(), asking("count")).await;
+        let error = chain_error(&tenants.tenant(tenant).unwrap(), asking("count")).await;
         assert_eq!(
             error.message, "call number 1",
             "{tenant}: a fresh instance every call"
@@ -186,10 +186,10 @@ async fn memory_stays_bounded_after_memory_bombs() {
     // compile (hundreds of MiB) is not running.
     let _cpu = timing_sensitive().await;
     let dir = hostile_dir(&[("memory", "memory-mib = 16")]);
-    let host = host(&dir).await;
-    let tenant = host.tenant("memory").unwrap();
+    let tenants = tenants(&dir).await;
+    let tenant = tenants.tenant("memory").unwrap();
     // One round first, so the pool's first use is not counted as growth.
-    let _ = chain::invoke(&tenant, asking("memory")).await;
+    let _ = invoke(&tenant, asking("memory")).await;
     let before = resident_kib();
     for _ in 0..40 {
         let error = chain_error(&tenant, asking("memory")).await;
@@ -199,5 +199,5 @@ async fn memory_stays_bounded_after_memory_bombs() {
     // 40 bombs of 16 MiB would be 640 MiB if instances leaked their
     // memory; the bound leaves room for other tests running alongside.
     assert!(grown < 256 * 1024, "resident memory grew by {grown} KiB");
-    still_serving(&host, "memory").await;
+    still_serving(&tenants, "memory").await;
 }

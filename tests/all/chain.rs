@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use serde_json::Value;
-use triggerfish::chain::{self, ErrorKind};
+use triggerfish::dispatch::ErrorKind;
 
 fn probe_settings(modes: &[(&str, &str)]) -> String {
     let mut toml = String::new();
@@ -23,7 +23,7 @@ async fn each_plugin_sees_the_response_the_previous_one_left() {
             "t",
             &probe_settings(&[("10-auto-confirm", "auto-confirm"), ("20-copy", "copy")]),
         );
-    let out = chain::invoke(&tenant(&dir, "t").await, pre_sign_up("jane@example.com"))
+    let out = invoke(&tenant(&dir, "t").await, pre_sign_up("jane@example.com"))
         .await
         .unwrap();
     assert_eq!(out["response"]["autoConfirmUser"], Value::Bool(true));
@@ -40,7 +40,7 @@ async fn file_names_decide_the_order() {
             "t",
             &probe_settings(&[("20-auto-confirm", "auto-confirm"), ("10-copy", "copy")]),
         );
-    let out = chain::invoke(&tenant(&dir, "t").await, pre_sign_up("jane@example.com"))
+    let out = invoke(&tenant(&dir, "t").await, pre_sign_up("jane@example.com"))
         .await
         .unwrap();
     assert_eq!(out["response"]["autoConfirmUser"], Value::Bool(true));
@@ -87,7 +87,7 @@ async fn unmodelled_fields_come_back_untouched() {
     event["newTopLevelField"] = serde_json::json!({"nested": [1, 2, 3]});
     event["request"]["someFutureField"] = "kept".into();
     event["response"]["futureResponseField"] = "kept too".into();
-    let out = chain::invoke(&tenant(&dir, "t").await, event.clone())
+    let out = invoke(&tenant(&dir, "t").await, event.clone())
         .await
         .unwrap();
     assert_eq!(out["newTopLevelField"], event["newTopLevelField"]);
@@ -121,7 +121,7 @@ async fn allow_and_deny_lists_work_together() {
              [plugins.20-email-allow-list.config]\ndomains = [\"example.com\"]\nauto-confirm = true\n",
         );
     let tenant = tenant(&dir, "t").await;
-    let out = chain::invoke(&tenant, pre_sign_up("jane@example.com"))
+    let out = invoke(&tenant, pre_sign_up("jane@example.com"))
         .await
         .unwrap();
     assert_eq!(out["response"]["autoConfirmUser"], true);

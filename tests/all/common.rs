@@ -2,10 +2,12 @@
 
 use serde_json::{json, Value};
 use std::sync::Arc;
-use triggerfish::chain::{self, ChainError, InvokeError};
-use triggerfish::host::Host;
+use triggerfish::dispatch::{ChainError, Dispatcher, InvokeError};
+use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::plugin::PluginLoader;
-use triggerfish::runtime::{Runtime, RuntimeConfig};
+use triggerfish::sources::http::{router, Api};
+use triggerfish::tenant::operator::OperatorConfig;
+use triggerfish::tenant::registry::Tenants;
 use triggerfish::tenant::Tenant;
 pub use triggerfish_test_support::{guests, PluginsDir};
 
@@ -26,12 +28,48 @@ pub fn loader() -> PluginLoader {
     PluginLoader::new(runtime(), None)
 }
 
-pub async fn tenant(dir: &PluginsDir, name: &str) -> Tenant {
-    Tenant::load(&loader(), name, &dir.tenant_dir(name), None).await
+/// The operator's configuration the tests run under: high ceilings and
+/// any outbound host, so that the tests of a tenant's own limits and
+/// `allowed-hosts` see only the tenant's settings at work (the built-in
+/// defaults still apply where a tenant sets nothing; `tenancy.rs` tests
+/// the operator's ceilings themselves).
+pub fn operator() -> OperatorConfig {
+    OperatorConfig::parse(
+        "[defaults.limits]\n\
+         timeout-ms = 60000\nattempts = 10\nfuel = 100_000_000_000_000\nmemory-mib = 128\n\
+         table-elements = 1_000_000\noutput-kib = 1_048_576\nlog-kib = 1_048_576\n\
+         [defaults.outbound]\nallowed-hosts = [\"*\"]\ntimeout-ms = 60000\n",
+        128 << 20,
+    )
+    .expect("a valid operator configuration")
 }
 
-pub async fn host(dir: &PluginsDir) -> Arc<Host> {
-    Arc::new(Host::open(loader(), dir.path()).await.expect("a host"))
+pub async fn tenant(dir: &PluginsDir, name: &str) -> Tenant {
+    tenant_with(&loader(), dir, name).await
+}
+
+pub async fn tenant_with(loader: &PluginLoader, dir: &PluginsDir, name: &str) -> Tenant {
+    let operator = operator();
+    Tenant::load(
+        loader,
+        operator.for_tenant(name),
+        name,
+        &dir.tenant_dir(name),
+        None,
+    )
+    .await
+}
+
+pub async fn tenants(dir: &PluginsDir) -> Arc<Tenants> {
+    tenants_from(loader(), dir).await
+}
+
+pub async fn tenants_from(loader: PluginLoader, dir: &PluginsDir) -> Arc<Tenants> {
+    Arc::new(
+        Tenants::open_with(loader, operator(), dir.path())
+            .await
+            .expect("tenants"),
+    )
 }
 
 /// Serialises the tests that measure something (a reload within a second,
@@ -43,9 +81,14 @@ pub async fn timing_sensitive() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
+/// Runs an event through the dispatcher, as every way in does.
+pub async fn invoke(tenant: &Tenant, event: Value) -> Result<Value, InvokeError> {
+    Dispatcher::new().dispatch(tenant, event).await
+}
+
 /// Runs an event and expects the chain to fail.
 pub async fn chain_error(tenant: &Tenant, event: Value) -> ChainError {
-    match chain::invoke(tenant, event).await {
+    match invoke(tenant, event).await {
         Err(InvokeError::Chain(error)) => error,
         other => panic!("expected a chain error, got {other:?}"),
     }
@@ -58,13 +101,15 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(host: Arc<Host>) -> Server {
+    pub async fn start(tenants: Arc<Tenants>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
-            axum::serve(listener, triggerfish::http::router(host))
-                .await
-                .unwrap();
+            let api = Api {
+                tenants,
+                dispatcher: Arc::new(Dispatcher::new()),
+            };
+            axum::serve(listener, router(api)).await.unwrap();
         });
         Server { base, task }
     }
@@ -132,7 +177,7 @@ pub fn sync_event() -> Value {
 
 /// Runs an event and expects the chain to answer.
 pub async fn run(tenant: &Tenant, event: Value) -> Value {
-    chain::invoke(tenant, event).await.expect("the chain runs")
+    invoke(tenant, event).await.expect("the chain runs")
 }
 
 /// The common parameters of a user pool event, around `request` and

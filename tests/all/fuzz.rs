@@ -11,8 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use triggerfish::chain;
-use triggerfish::convert::{json_name, to_val};
+use triggerfish::engine::convert::{json_name, to_val};
 use triggerfish::plugin::Plugin;
 use triggerfish::trigger::Trigger;
 use wasmtime::component::Type;
@@ -219,11 +218,11 @@ fn no_json_makes_the_decoding_panic() {
     let mut runner = runner();
     runner
         .run(&any_json(), |json| {
-            for trigger in Trigger::ALL {
+            for trigger in Trigger::all() {
                 for (_, ty) in plugin.params(trigger).unwrap() {
                     let _ = to_val(ty, Some(&json));
                 }
-                let _ = chain::round_trip(&plugin, trigger, json.clone());
+                let _ = triggerfish::families::round_trip(&plugin, trigger, json.clone());
             }
             let _ = Trigger::route(&json);
             Ok(())
@@ -234,11 +233,11 @@ fn no_json_makes_the_decoding_panic() {
 #[test]
 fn valid_events_survive_the_round_trip() {
     let plugin = every_trigger_plugin();
-    for trigger in Trigger::ALL {
+    for trigger in Trigger::all() {
         let mut runner = runner();
         runner
             .run(&valid_event(&plugin, trigger), |event| {
-                let back = chain::round_trip(&plugin, trigger, event.clone())
+                let back = triggerfish::families::round_trip(&plugin, trigger, event.clone())
                     .map_err(|e| TestCaseError::fail(format!("{trigger}: {e}")))?;
                 prop_assert_eq!(back, event, "{}", trigger);
                 Ok(())

@@ -25,7 +25,7 @@ async fn api() -> (PluginsDir, Server) {
     dir.plugin("broken", "10-email-deny-list.wasm", guests::EMAIL_DENY_LIST)
         .file("broken", "20-garbage.wasm", b"\0asm but not really")
         .settings("broken", &format!("[auth]\nmode = \"none\"\n{deny}"));
-    let server = Server::start(host(&dir).await).await;
+    let server = Server::start(tenants(&dir).await).await;
     (dir, server)
 }
 
@@ -167,12 +167,42 @@ async fn bad_input_gets_a_precise_4xx() {
         );
     }
 
-    for tenant in ["nobody", "a.b", "a%20b", "-x"] {
+    for tenant in ["a.b", "a%20b", "-x"] {
         let (status, answer) =
             post(&server, &format!("/v1/tenants/{tenant}/events"), "{}", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{tenant}");
         assert_eq!(error_kind(&answer), "unknown-tenant", "{tenant}: {answer}");
     }
+}
+
+/// Without credentials, a tenant that does not exist is answered exactly
+/// as one that does: its name cannot be discovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tenants_answer_as_known_ones_do() {
+    let (_dir, server) = api().await;
+    for key in [None, Some("not-a-key"), Some("key-b")] {
+        let known = post(&server, "/v1/tenants/locked/events", "{}", key).await;
+        let unknown = post(&server, "/v1/tenants/nobody/events", "{}", key).await;
+        assert_eq!(known.0, unknown.0, "{key:?}");
+        assert_eq!(known.1, unknown.1, "{key:?}");
+    }
+}
+
+/// Every malformed request gets a JSON error, the path included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_and_duplicate_keys_get_json_errors() {
+    let (_dir, server) = api().await;
+    // A percent-encoded byte that is not UTF-8.
+    let (status, answer) = post(&server, "/v1/tenants/%FF/events", "{}", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(error_kind(&answer), "invalid-request", "{answer}");
+    // The same key twice: a deny list and its caller could read different
+    // values, so the event is refused.
+    let event = r#"{"version":"1","triggerSource":"PreSignUp_SignUp","request":{"userAttributes":{"email":"x@spam.test","email":"jane@example.com"}}}"#;
+    let (status, answer) = post(&server, "/v1/tenants/open/events", event, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(error_kind(&answer), "malformed-json", "{answer}");
+    assert!(answer.to_string().contains("duplicate key"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,3 +18,4 @@ mod routing;
 mod sync;
 mod template;
 mod tenancy;
+mod trigger_table;

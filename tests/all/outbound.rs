@@ -4,7 +4,7 @@ use crate::common::*;
 use axum::routing::post;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use triggerfish::chain::{self, ErrorKind};
+use triggerfish::dispatch::ErrorKind;
 
 /// A local HTTP server that records the bodies it is sent.
 async fn recording_server() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -70,11 +70,11 @@ async fn plugins_reach_only_allowed_hosts() {
             url("/slow")
         ),
     );
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
 
     for tenant in ["allowed", "per-plugin"] {
-        let out = chain::invoke(
-            &host.tenant(tenant).unwrap(),
+        let out = invoke(
+            &tenants.tenant(tenant).unwrap(),
             pre_sign_up("jane@example.com"),
         )
         .await
@@ -91,7 +91,7 @@ async fn plugins_reach_only_allowed_hosts() {
 
     for tenant in ["nothing-allowed", "other-port"] {
         let error = chain_error(
-            &host.tenant(tenant).unwrap(),
+            &tenants.tenant(tenant).unwrap(),
             pre_sign_up("jane@example.com"),
         )
         .await;
@@ -115,7 +115,7 @@ async fn plugins_reach_only_allowed_hosts() {
 
     let started = Instant::now();
     let error = chain_error(
-        &host.tenant("slow").unwrap(),
+        &tenants.tenant("slow").unwrap(),
         pre_sign_up("jane@example.com"),
     )
     .await;

@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use serde_json::{json, Value};
-use triggerfish::chain::{self, ErrorKind};
+use triggerfish::dispatch::ErrorKind;
 use triggerfish::tenant::Tenant;
 
 /// A tenant `t` with one plugin and its config (`tenant.toml` text after
@@ -536,11 +536,14 @@ async fn the_deny_list_in_javascript_answers_as_the_rust_one() {
         "",
     ] {
         let event = pre_sign_up(email);
-        let rust = chain::invoke(&rust_tenant, event.clone()).await;
-        let js = chain::invoke(&js_tenant, event).await;
+        let rust = invoke(&rust_tenant, event.clone()).await;
+        let js = invoke(&js_tenant, event).await;
         match (rust, js) {
             (Ok(rust), Ok(js)) => assert_eq!(rust, js, "{email}"),
-            (Err(chain::InvokeError::Chain(rust)), Err(chain::InvokeError::Chain(js))) => {
+            (
+                Err(triggerfish::dispatch::InvokeError::Chain(rust)),
+                Err(triggerfish::dispatch::InvokeError::Chain(js)),
+            ) => {
                 denials += 1;
                 assert_eq!(js.kind, ErrorKind::Denied, "{email}");
                 assert_eq!(

@@ -11,8 +11,8 @@ use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use triggerfish::chain::ErrorKind;
-use triggerfish::host::Host;
+use triggerfish::dispatch::ErrorKind;
+use triggerfish::tenant::registry::Tenants;
 use triggerfish::tenant::Tenant;
 
 // ------------------------------------------------------- fake services
@@ -176,17 +176,21 @@ const ALLOW_LOOPBACK: &str = "[outbound]\nallowed-hosts = [\"127.0.0.1\"]\n";
 
 /// A host whose tenants each have `guest` as `file` with the `tenant.toml`
 /// text given.
-async fn host_with(file: &str, guest: &str, tenants: &[(&str, String)]) -> (PluginsDir, Arc<Host>) {
+async fn tenants_with(
+    file: &str,
+    guest: &str,
+    settings: &[(&str, String)],
+) -> (PluginsDir, Arc<Tenants>) {
     let dir = PluginsDir::new();
-    for (name, toml) in tenants {
+    for (name, toml) in settings {
         dir.plugin(name, file, guest).settings(name, toml);
     }
-    let host = host(&dir).await;
-    for (name, _) in tenants {
-        let tenant = host.tenant(name).expect("the tenant");
+    let tenants = tenants(&dir).await;
+    for (name, _) in settings {
+        let tenant = tenants.tenant(name).expect("the tenant");
         assert!(tenant.failures.is_empty(), "{name}: {:?}", tenant.failures);
     }
-    (dir, host)
+    (dir, tenants)
 }
 
 /// Asserts the chain was denied with a message containing every one of
@@ -239,7 +243,7 @@ fn add_to_group_toml(group: &str, admin_url: &str, token: Option<&str>) -> Strin
 async fn add_to_group_posts_the_confirmed_user_to_the_admin_endpoint() {
     let services = FakeServices::start().await;
     let admin = services.url("/admin/add-user-to-group");
-    let (_dir, host) = host_with(
+    let (_dir, tenants) = tenants_with(
         "20-add-to-group.wasm",
         guests::ADD_TO_GROUP,
         &[(
@@ -251,7 +255,7 @@ async fn add_to_group_posts_the_confirmed_user_to_the_admin_endpoint() {
         )],
     )
     .await;
-    let tenant = host.tenant("t").unwrap();
+    let tenant = tenants.tenant("t").unwrap();
 
     let event = post_confirmation("PostConfirmation_ConfirmSignUp");
     assert_eq!(run(&tenant, event.clone()).await, event);
@@ -283,7 +287,7 @@ async fn add_to_group_fails_the_confirmation_when_the_group_cannot_be_joined() {
     let services = FakeServices::start().await;
     let admin = services.url("/admin/add-user-to-group");
     let down = format!("http://{}/admin/add-user-to-group", closed_port());
-    let (_dir, host) = host_with(
+    let (_dir, tenants) = tenants_with(
         "20-add-to-group.wasm",
         guests::ADD_TO_GROUP,
         &[
@@ -325,7 +329,7 @@ async fn add_to_group_fails_the_confirmation_when_the_group_cannot_be_joined() {
     )
     .await;
     let event = || post_confirmation("PostConfirmation_ConfirmSignUp");
-    let tenant = |name| host.tenant(name).unwrap();
+    let tenant = |name| tenants.tenant(name).unwrap();
 
     let message = denied(
         &tenant("missing-group"),
@@ -382,13 +386,13 @@ fn captcha_toml(verify_url: &str) -> String {
 async fn captcha_verify_signs_in_after_the_password_and_a_solved_captcha() {
     let services = FakeServices::start().await;
     let verifier = services.url("/recaptcha/api/siteverify");
-    let (_dir, host) = host_with(
+    let (_dir, tenants) = tenants_with(
         "30-captcha.wasm",
         guests::CAPTCHA_VERIFY,
         &[("t", format!("{ALLOW_LOOPBACK}{}", captcha_toml(&verifier)))],
     )
     .await;
-    let tenant = host.tenant("t").unwrap();
+    let tenant = tenants.tenant("t").unwrap();
     let next = |name: &str| (json!(name), json!(false), json!(false));
     let failed = (Value::Null, json!(false), json!(true));
 
@@ -466,7 +470,7 @@ async fn captcha_verify_signs_in_after_the_password_and_a_solved_captcha() {
 async fn captcha_verify_never_lets_a_sign_in_through_on_an_error() {
     let services = FakeServices::start().await;
     let verifier = services.url("/recaptcha/api/siteverify");
-    let (_dir, host) = host_with(
+    let (_dir, tenants) = tenants_with(
         "30-captcha.wasm",
         guests::CAPTCHA_VERIFY,
         &[
@@ -497,7 +501,7 @@ async fn captcha_verify_never_lets_a_sign_in_through_on_an_error() {
         ],
     )
     .await;
-    let tenant = |name| host.tenant(name).unwrap();
+    let tenant = |name| tenants.tenant(name).unwrap();
 
     // A verifier that cannot be reached, or answers an error: wrong.
     assert_eq!(answer_correct(&tenant("down"), GOOD_CAPTCHA).await, false);
@@ -580,7 +584,7 @@ fn migrate_toml(directory_url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_user_brings_users_in_from_the_directory() {
     let services = FakeServices::start().await;
-    let (_dir, host) = host_with(
+    let (_dir, tenants) = tenants_with(
         "10-migrate-user.wasm",
         guests::MIGRATE_USER,
         &[(
@@ -589,7 +593,7 @@ async fn migrate_user_brings_users_in_from_the_directory() {
         )],
     )
     .await;
-    let tenant = host.tenant("t").unwrap();
+    let tenant = tenants.tenant("t").unwrap();
     let attributes = json!({
         "email": "jane@example.com",
         "name": "Jane Doe",
@@ -652,7 +656,7 @@ async fn migrate_user_brings_users_in_from_the_directory() {
 async fn migrate_user_denies_when_the_directory_cannot_answer() {
     let services = FakeServices::start().await;
     let directory = services.url("/users");
-    let (_dir, host) = host_with(
+    let (_dir, tenants) = tenants_with(
         "10-migrate-user.wasm",
         guests::MIGRATE_USER,
         &[
@@ -678,7 +682,7 @@ async fn migrate_user_denies_when_the_directory_cannot_answer() {
         ],
     )
     .await;
-    let tenant = |name| host.tenant(name).unwrap();
+    let tenant = |name| tenants.tenant(name).unwrap();
 
     // The directory is down: the sign-in is denied, never let through.
     for event in [sign_in(PASSWORD), forgot_password()] {

@@ -7,10 +7,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use triggerfish::chain;
-use triggerfish::host::Host;
 use triggerfish::plugin::{Origin, PluginLoader};
-use triggerfish::watch;
+use triggerfish::tenant::registry::Tenants;
+use triggerfish::tenant::watch;
 
 /// Settings that both "versions" below understand: the probe auto-confirms
 /// (version 1), the allow-list auto-confirms and verifies (version 2).
@@ -54,9 +53,9 @@ async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Dura
     None
 }
 
-async fn serving_version(host: &Host, tenant: &str) -> Option<u32> {
-    let tenant = host.tenant(tenant)?;
-    let out = chain::invoke(&tenant, pre_sign_up("jane@example.com"))
+async fn serving_version(tenants: &Tenants, tenant: &str) -> Option<u32> {
+    let tenant = tenants.tenant(tenant)?;
+    let out = invoke(&tenant, pre_sign_up("jane@example.com"))
         .await
         .ok()?;
     version_of(&out)
@@ -64,14 +63,14 @@ async fn serving_version(host: &Host, tenant: &str) -> Option<u32> {
 
 /// Waits until the tenant answers with `version`, within `limit`.
 async fn serves_within(
-    host: &Host,
+    tenants: &Tenants,
     tenant: &str,
     version: u32,
     limit: Duration,
 ) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < limit {
-        if serving_version(host, tenant).await == Some(version) {
+        if serving_version(tenants, tenant).await == Some(version) {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -87,9 +86,9 @@ async fn a_plugin_replaced_under_load_fails_no_request() {
     let dir = PluginsDir::new();
     dir.file("live", "10-step.wasm", &v1)
         .settings("live", TWO_VERSIONS);
-    let host = host(&dir).await;
-    let _watcher = watch::watch(host.clone()).unwrap();
-    let server = Server::start(host.clone()).await;
+    let tenants = tenants(&dir).await;
+    let _watcher = watch::watch(tenants.clone()).unwrap();
+    let server = Server::start(tenants.clone()).await;
 
     // A client sending a steady stream of requests, until told to stop
     // (and for 60 s at most).
@@ -128,7 +127,7 @@ async fn a_plugin_replaced_under_load_fails_no_request() {
     for swap in 0..6 {
         let (bytes, version) = if swap % 2 == 0 { (&v2, 2) } else { (&v1, 1) };
         swap_in(&tenant_dir, "10-step.wasm", bytes);
-        let took = serves_within(&host, "live", version, EVENTUALLY).await;
+        let took = serves_within(&tenants, "live", version, EVENTUALLY).await;
         times.push(took.unwrap_or_else(|| panic!("swap {swap}: version {version} never served")));
     }
     stop.store(true, Ordering::Relaxed);
@@ -154,11 +153,11 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
     let dir = PluginsDir::new();
     dir.file("t", "10-step.wasm", &good)
         .settings("t", TWO_VERSIONS);
-    let host = host(&dir).await;
-    let _watcher = watch::watch(host.clone()).unwrap();
+    let tenants = tenants(&dir).await;
+    let _watcher = watch::watch(tenants.clone()).unwrap();
     let tenant_dir = dir.tenant_dir("t");
-    let last_error = |host: &Host| {
-        host.tenant("t").and_then(|t| {
+    let last_error = |tenants: &Tenants| {
+        tenants.tenant("t").and_then(|t| {
             t.failure_of("10-step")
                 .map(|f| (f.error.clone(), f.serving_previous, f.at))
         })
@@ -188,20 +187,21 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
         swap_in(&tenant_dir, "10-step.wasm", &bytes);
         // This file's own refusal, not the one before it with the same words.
         let refused = within(Duration::from_secs(20), || {
-            last_error(&host).is_some_and(|(error, _, at)| error.contains(reason) && at >= swapped)
+            last_error(&tenants)
+                .is_some_and(|(error, _, at)| error.contains(reason) && at >= swapped)
         })
         .await;
         assert!(
             refused.is_some(),
             "{what}: refused with {reason:?}; got {:?}",
-            last_error(&host)
+            last_error(&tenants)
         );
         assert!(
-            last_error(&host).unwrap().1,
+            last_error(&tenants).unwrap().1,
             "{what}: the old version serves"
         );
         assert_eq!(
-            serving_version(&host, "t").await,
+            serving_version(&tenants, "t").await,
             Some(1),
             "{what}: the old version answers"
         );
@@ -213,16 +213,16 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
         "10-step.wasm",
         &std::fs::read(guests::EMAIL_ALLOW_LIST).unwrap(),
     );
-    assert!(serves_within(&host, "t", 2, EVENTUALLY).await.is_some());
-    assert_eq!(last_error(&host), None);
+    assert!(serves_within(&tenants, "t", 2, EVENTUALLY).await.is_some());
+    assert_eq!(last_error(&tenants), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_and_plugins_come_and_go() {
     let dir = PluginsDir::new();
-    let host = host(&dir).await;
-    let _watcher = watch::watch(host.clone()).unwrap();
-    assert!(host.tenant("fresh").is_none());
+    let tenants = tenants(&dir).await;
+    let _watcher = watch::watch(tenants.clone()).unwrap();
+    assert!(tenants.tenant("fresh").is_none());
 
     // A new tenant folder, with one plugin.
     let probe = std::fs::read(guests::PRESIGNUP_PROBE).unwrap();
@@ -235,32 +235,36 @@ async fn tenants_and_plugins_come_and_go() {
     std::fs::write(staging.join("20-copy.wasm"), &probe).unwrap();
     std::fs::rename(&staging, dir.path().join("fresh")).unwrap();
     let arrived = within(EVENTUALLY, || {
-        host.tenant("fresh").is_some_and(|t| t.plugins.len() == 1)
+        tenants
+            .tenant("fresh")
+            .is_some_and(|t| t.plugins.len() == 1)
     })
     .await;
     assert!(arrived.is_some(), "the new tenant serves");
-    let respond = |host: Arc<Host>| async move {
-        chain::invoke(
-            &host.tenant("fresh").unwrap(),
+    let respond = |tenants: Arc<Tenants>| async move {
+        invoke(
+            &tenants.tenant("fresh").unwrap(),
             pre_sign_up("jane@example.com"),
         )
         .await
         .unwrap()
     };
     assert_eq!(
-        respond(host.clone()).await["response"]["autoVerifyEmail"],
+        respond(tenants.clone()).await["response"]["autoVerifyEmail"],
         false
     );
 
     // A plugin added in front of it, by file name.
     swap_in(&dir.tenant_dir("fresh"), "10-auto-confirm.wasm", &probe);
-    assert!(
-        within(EVENTUALLY, || host.tenant("fresh").unwrap().plugins.len()
-            == 2)
-        .await
-        .is_some()
-    );
-    let names: Vec<String> = host
+    assert!(within(EVENTUALLY, || tenants
+        .tenant("fresh")
+        .unwrap()
+        .plugins
+        .len()
+        == 2)
+    .await
+    .is_some());
+    let names: Vec<String> = tenants
         .tenant("fresh")
         .unwrap()
         .plugins
@@ -269,26 +273,28 @@ async fn tenants_and_plugins_come_and_go() {
         .collect();
     assert_eq!(names, ["10-auto-confirm", "20-copy"]);
     assert_eq!(
-        respond(host.clone()).await["response"]["autoVerifyEmail"],
+        respond(tenants.clone()).await["response"]["autoVerifyEmail"],
         true
     );
 
     // The plugin deleted: it leaves the chain.
     std::fs::remove_file(dir.tenant_dir("fresh").join("10-auto-confirm.wasm")).unwrap();
-    assert!(
-        within(EVENTUALLY, || host.tenant("fresh").unwrap().plugins.len()
-            == 1)
-        .await
-        .is_some()
-    );
+    assert!(within(EVENTUALLY, || tenants
+        .tenant("fresh")
+        .unwrap()
+        .plugins
+        .len()
+        == 1)
+    .await
+    .is_some());
     assert_eq!(
-        respond(host.clone()).await["response"]["autoConfirmUser"],
+        respond(tenants.clone()).await["response"]["autoConfirmUser"],
         false
     );
 
     // The tenant deleted: it no longer serves.
     std::fs::remove_dir_all(dir.tenant_dir("fresh")).unwrap();
-    assert!(within(EVENTUALLY, || host.tenant("fresh").is_none())
+    assert!(within(EVENTUALLY, || tenants.tenant("fresh").is_none())
         .await
         .is_some());
 }
@@ -312,19 +318,19 @@ async fn twenty_rapid_writes_end_with_the_last_content() {
     let dir = PluginsDir::new();
     dir.file("t", "10-step.wasm", &v1)
         .settings("t", TWO_VERSIONS);
-    let host = host(&dir).await;
-    let _watcher = watch::watch(host.clone()).unwrap();
+    let tenants = tenants(&dir).await;
+    let _watcher = watch::watch(tenants.clone()).unwrap();
     let path = dir.tenant_dir("t").join("10-step.wasm");
     // Plain writes in place, as an editor or `cp` would do them; the last
     // one writes version 2.
     for i in 0..20 {
         std::fs::write(&path, if i % 2 == 0 { &v1 } else { &v2 }).unwrap();
     }
-    assert!(serves_within(&host, "t", 2, EVENTUALLY).await.is_some());
+    assert!(serves_within(&tenants, "t", 2, EVENTUALLY).await.is_some());
     // And it stays that way once the burst is over.
     tokio::time::sleep(watch::MAX_DELAY * 2).await;
-    assert_eq!(serving_version(&host, "t").await, Some(2));
-    assert!(host.tenant("t").unwrap().failures.is_empty());
+    assert_eq!(serving_version(&tenants, "t").await, Some(2));
+    assert!(tenants.tenant("t").unwrap().failures.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,25 +341,25 @@ async fn settings_reload_and_a_bad_tenant_toml_keeps_the_old_ones() {
             "t",
             "[plugins.10-email-deny-list.config]\ndomains = \"spam.test\"\n",
         );
-    let host = host(&dir).await;
-    let _watcher = watch::watch(host.clone()).unwrap();
-    let denies = |host: Arc<Host>, email: &'static str| async move {
-        chain::invoke(&host.tenant("t").unwrap(), pre_sign_up(email))
+    let tenants = tenants(&dir).await;
+    let _watcher = watch::watch(tenants.clone()).unwrap();
+    let denies = |tenants: Arc<Tenants>, email: &'static str| async move {
+        invoke(&tenants.tenant("t").unwrap(), pre_sign_up(email))
             .await
             .is_err()
     };
-    assert!(denies(host.clone(), "x@spam.test").await);
+    assert!(denies(tenants.clone(), "x@spam.test").await);
 
     dir.settings(
         "t",
         "[plugins.10-email-deny-list.config]\ndomains = \"other.test\"\n",
     );
     let started = Instant::now();
-    while denies(host.clone(), "x@spam.test").await {
+    while denies(tenants.clone(), "x@spam.test").await {
         assert!(started.elapsed() < EVENTUALLY, "new settings never applied");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(denies(host.clone(), "x@other.test").await);
+    assert!(denies(tenants.clone(), "x@other.test").await);
 
     // A typo: refused with the key named, and the old settings stay.
     dir.settings(
@@ -361,7 +367,8 @@ async fn settings_reload_and_a_bad_tenant_toml_keeps_the_old_ones() {
         "[plugins.10-email-deny-list.config]\ndomains = \"spam.test\"\n[limits]\nfuell = 1\n",
     );
     let reported = within(EVENTUALLY, || {
-        host.tenant("t")
+        tenants
+            .tenant("t")
             .unwrap()
             .failure_of("tenant.toml")
             .is_some_and(|f| f.error.contains("fuell"))
@@ -369,10 +376,10 @@ async fn settings_reload_and_a_bad_tenant_toml_keeps_the_old_ones() {
     .await;
     assert!(reported.is_some());
     assert!(
-        denies(host.clone(), "x@other.test").await,
+        denies(tenants.clone(), "x@other.test").await,
         "the old settings still apply"
     );
-    assert!(!denies(host.clone(), "x@spam.test").await);
+    assert!(!denies(tenants.clone(), "x@spam.test").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,8 +391,8 @@ async fn sighup_reloads_when_the_watcher_is_off() {
         std::fs::read(guests::PRESIGNUP_PROBE).unwrap(),
     )
     .settings("t", TWO_VERSIONS);
-    let host = host(&dir).await;
-    let _sighup = watch::reload_on_sighup(host.clone()).unwrap();
+    let tenants = tenants(&dir).await;
+    let _sighup = watch::reload_on_sighup(tenants.clone()).unwrap();
     swap_in(
         &dir.tenant_dir("t"),
         "10-step.wasm",
@@ -393,7 +400,7 @@ async fn sighup_reloads_when_the_watcher_is_off() {
     );
     tokio::time::sleep(watch::MAX_DELAY).await;
     assert_eq!(
-        serving_version(&host, "t").await,
+        serving_version(&tenants, "t").await,
         Some(1),
         "no watcher: nothing changes by itself"
     );
@@ -402,7 +409,7 @@ async fn sighup_reloads_when_the_watcher_is_off() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(serves_within(&host, "t", 2, EVENTUALLY).await.is_some());
+    assert!(serves_within(&tenants, "t", 2, EVENTUALLY).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,9 +419,10 @@ async fn compiled_plugins_are_cached_and_shared() {
     for tenant in ["a", "b"] {
         dir.plugin(tenant, "10-email-deny-list.wasm", guests::EMAIL_DENY_LIST);
     }
-    let origins = |host: &Host| ["a", "b"].map(|t| host.tenant(t).unwrap().plugins[0].origin);
+    let origins =
+        |tenants: &Tenants| ["a", "b"].map(|t| tenants.tenant(t).unwrap().plugins[0].origin);
     let open = || async {
-        Host::open(PluginLoader::new(runtime(), Some(cache.path())), dir.path())
+        Tenants::open(PluginLoader::new(runtime(), Some(cache.path())), dir.path())
             .await
             .unwrap()
     };
@@ -429,7 +437,7 @@ async fn compiled_plugins_are_cached_and_shared() {
     // A restart with the cache warm compiles nothing.
     let warm = open().await;
     assert_eq!(origins(&warm), [Origin::DiskCache, Origin::Shared]);
-    let out = chain::invoke(&warm.tenant("a").unwrap(), pre_sign_up("x@example.com")).await;
+    let out = invoke(&warm.tenant("a").unwrap(), pre_sign_up("x@example.com")).await;
     assert!(
         out.is_err(),
         "the cached plugin runs (and asks for its config)"

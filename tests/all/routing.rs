@@ -1,7 +1,7 @@
 //! Every trigger source reaches its interface; unserved events pass.
 
 use crate::common::*;
-use triggerfish::chain::{self, ErrorKind};
+use triggerfish::dispatch::ErrorKind;
 use triggerfish::trigger::Trigger;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,7 +12,7 @@ async fn every_trigger_source_reaches_its_interface() {
     assert!(tenant.failures.is_empty(), "{:?}", tenant.failures);
 
     let mut table: Vec<(String, &str, Trigger)> = Vec::new();
-    for trigger in Trigger::ALL {
+    for trigger in Trigger::all() {
         for source in trigger.trigger_sources() {
             let version = if trigger == Trigger::PreTokenGenerationV2 {
                 "2"
@@ -62,12 +62,12 @@ async fn an_event_no_plugin_serves_comes_back_unchanged() {
         user_pool_event("1", "PostConfirmation_ConfirmSignUp"),
         sync_event(),
     ] {
-        let out = chain::invoke(&tenant, event.clone()).await.unwrap();
+        let out = invoke(&tenant, event.clone()).await.unwrap();
         assert_eq!(out, event);
     }
     // An empty tenant serves nothing and changes nothing.
     let empty = PluginsDir::new();
     let tenant = crate::common::tenant(&empty, "empty").await;
     let event = pre_sign_up("jane@example.com");
-    assert_eq!(chain::invoke(&tenant, event.clone()).await.unwrap(), event);
+    assert_eq!(invoke(&tenant, event.clone()).await.unwrap(), event);
 }

@@ -2,13 +2,12 @@
 
 use crate::common::*;
 use serde_json::json;
-use triggerfish::chain;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_sample_gives_the_documented_result() {
     let dir = PluginsDir::new();
     dir.plugin("t", "10-sync-sample.wasm", guests::SYNC_SAMPLE);
-    let out = chain::invoke(&tenant(&dir, "t").await, sync_event())
+    let out = invoke(&tenant(&dir, "t").await, sync_event())
         .await
         .unwrap();
     // What the sample's JavaScript does to the event: SampleKey1 modified,
@@ -31,7 +30,7 @@ async fn read_only_fields_and_omitted_records_stay_as_they_were() {
         json!({"oldValue": "a", "newValue": "b", "op": "replace", "syncCount": 7});
     event["datasetRecords"]["SampleKey3"] =
         json!({"oldValue": null, "newValue": "mine", "op": "replace"});
-    let out = chain::invoke(&tenant(&dir, "t").await, event.clone())
+    let out = invoke(&tenant(&dir, "t").await, event.clone())
         .await
         .unwrap();
     // The plugin's interface returns records only: the read-only fields
@@ -69,7 +68,7 @@ async fn records_of_the_wrong_shape_are_refused() {
     let tenant = tenant(&dir, "t").await;
     let mut event = sync_event();
     event["datasetRecords"]["SampleKey1"]["op"] = json!("explode");
-    let error = chain::invoke(&tenant, event).await.unwrap_err();
+    let error = invoke(&tenant, event).await.unwrap_err();
     let text = error.to_string();
     assert!(text.contains("datasetRecords.SampleKey1.op"), "{text}");
     assert!(text.contains("replace, remove"), "{text}");

@@ -10,7 +10,7 @@ use crate::common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use triggerfish::chain::{self, ErrorKind};
+use triggerfish::dispatch::ErrorKind;
 use triggerfish_test_support::xtask::{self, template};
 
 /// Writes `bytes` to `path` unless it holds them already, so Cargo does
@@ -152,7 +152,7 @@ async fn generated_plugins_pass_their_tests_and_run_in_the_host() {
         // proc macros the wasm build compiled are used again (the dev
         // profile would compile wit-bindgen's for minutes on a cold cache),
         // but without LTO, which makes linking fourteen test binaries slow.
-        let host = host_triple();
+        let tenants = host_triple();
         cargo(
             &root,
             &[
@@ -161,7 +161,7 @@ async fn generated_plugins_pass_their_tests_and_run_in_the_host() {
                 "--profile",
                 xtask::PROFILE,
                 "--target",
-                &host,
+                &tenants,
                 "--config",
                 "profile.guest.lto=false",
                 "--config",
@@ -213,7 +213,7 @@ async fn generated_plugins_pass_their_tests_and_run_in_the_host() {
 
         // Anyone else passes through unchanged.
         let event = event_for(trigger, "jane");
-        let out = chain::invoke(&tenant, event.clone())
+        let out = invoke(&tenant, event.clone())
             .await
             .unwrap_or_else(|e| panic!("{trigger}: {e:?}"));
         if *trigger == "sync" {

@@ -5,7 +5,8 @@ use crate::lambda::invoke_signed;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use triggerfish::chain::{self, InvokeError};
+use triggerfish::dispatch::InvokeError;
+use triggerfish::tenant::registry::Tenants;
 
 const DENY: &str = "[plugins.10-email-deny-list.config]\ndomains = \"spam.test\"\n";
 
@@ -19,7 +20,7 @@ async fn an_aws_sdk_signs_with_the_tenants_key_pair() {
         .settings("pool", &credentials("AKIAPOOL", "pool-secret"));
     dir.plugin("other", "10-email-deny-list.wasm", guests::EMAIL_DENY_LIST)
         .settings("other", &credentials("AKIAOTHER", "other-secret"));
-    let server = Server::start(host(&dir).await).await;
+    let server = Server::start(tenants(&dir).await).await;
     let base = server.base.clone();
     let call = move |credentials: (&'static str, &'static str)| {
         let base = base.clone();
@@ -68,18 +69,18 @@ async fn past_its_concurrency_a_tenant_gets_a_fast_429() {
         "[auth]\nmode = \"none\"\n[quotas]\nconcurrency = 2\n[limits]\ntimeout-ms = 1500\nattempts = 1\n\
          [plugins.10-hostile.config]\nmode = \"sleep\"\n",
     );
-    let host = host(&dir).await;
-    let server = Server::start(host.clone()).await;
+    let tenants = tenants(&dir).await;
+    let server = Server::start(tenants.clone()).await;
     let slow: Vec<_> = (0..2)
         .map(|_| {
-            let tenant = host.tenant("busy").unwrap();
-            tokio::spawn(async move { chain::invoke(&tenant, pre_sign_up("a@b.test")).await })
+            let tenant = tenants.tenant("busy").unwrap();
+            tokio::spawn(async move { invoke(&tenant, pre_sign_up("a@b.test")).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
-    let refused = chain::invoke(&host.tenant("busy").unwrap(), pre_sign_up("a@b.test")).await;
+    let refused = invoke(&tenants.tenant("busy").unwrap(), pre_sign_up("a@b.test")).await;
     assert!(
         matches!(refused, Err(InvokeError::TooManyRequests { limit: 2 })),
         "{refused:?}"
@@ -118,7 +119,7 @@ async fn past_its_concurrency_a_tenant_gets_a_fast_429() {
         assert!(matches!(task.await.unwrap(), Err(InvokeError::Chain(_))));
     }
     // The slots are free again.
-    let again = chain::invoke(&host.tenant("busy").unwrap(), pre_sign_up("a@b.test")).await;
+    let again = invoke(&tenants.tenant("busy").unwrap(), pre_sign_up("a@b.test")).await;
     assert!(matches!(again, Err(InvokeError::Chain(_))), "{again:?}");
 }
 
@@ -130,9 +131,9 @@ async fn plugin_count_and_size_quotas() {
         .settings("few", &format!("[quotas]\nplugins = 1\n{DENY}"));
     dir.plugin("small", "10-email-deny-list.wasm", guests::EMAIL_DENY_LIST)
         .settings("small", &format!("[quotas]\nwasm-kib = 8\n{DENY}"));
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
 
-    let few = host.tenant("few").unwrap();
+    let few = tenants.tenant("few").unwrap();
     assert_eq!(few.plugins.len(), 1);
     let failure = few
         .failure_of("20-email-allow-list")
@@ -143,7 +144,7 @@ async fn plugin_count_and_size_quotas() {
         failure.error
     );
 
-    let small = host.tenant("small").unwrap();
+    let small = tenants.tenant("small").unwrap();
     assert!(small.plugins.is_empty());
     let failure = small.failure_of("10-email-deny-list").unwrap();
     assert!(
@@ -180,13 +181,13 @@ async fn links_cannot_reach_outside_the_plugins_folder() {
     )
     .unwrap();
     symlink(outside.tenant_dir("elsewhere"), dir.path().join("borrowed")).unwrap();
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
 
     assert!(
-        host.tenant("borrowed").is_none(),
+        tenants.tenant("borrowed").is_none(),
         "a linked folder is not a tenant"
     );
-    let linked = host.tenant("linked").unwrap();
+    let linked = tenants.tenant("linked").unwrap();
     assert!(linked.plugins.is_empty());
     let plugin = linked
         .failure_of("10-link")
@@ -198,7 +199,7 @@ async fn links_cannot_reach_outside_the_plugins_folder() {
     assert!(settings.error.contains("is a link"), "{}", settings.error);
     // And with its settings refused, the tenant keeps the safe defaults:
     // authentication on, with no key that could pass.
-    assert_eq!(linked.auth.mode, triggerfish::tenant::AuthMode::Keys);
+    assert_eq!(linked.auth.mode, triggerfish::tenant::file::AuthMode::Keys);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,28 +214,28 @@ async fn one_tenants_runaway_plugin_does_not_slow_another() {
         );
     dir.plugin("victim", "10-email-deny-list.wasm", guests::EMAIL_DENY_LIST)
         .settings("victim", DENY);
-    let host = host(&dir).await;
+    let tenants = tenants(&dir).await;
 
     let attack: Vec<_> = (0..12)
         .map(|_| {
-            let tenant = host.tenant("attacker").unwrap();
-            tokio::spawn(async move { chain::invoke(&tenant, pre_sign_up("a@b.test")).await })
+            let tenant = tenants.tenant("attacker").unwrap();
+            tokio::spawn(async move { invoke(&tenant, pre_sign_up("a@b.test")).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let victim = Arc::new(host.tenant("victim").unwrap());
+    let victim = Arc::new(tenants.tenant("victim").unwrap());
     let started = Instant::now();
     let mut answered = 0;
     while started.elapsed() < Duration::from_millis(1500) {
-        let allowed = chain::invoke(&victim, pre_sign_up("jane@example.com")).await;
+        let allowed = invoke(&victim, pre_sign_up("jane@example.com")).await;
         assert!(
             allowed.is_ok(),
             "the victim's chain answers under attack: {allowed:?}"
         );
-        let denied = chain::invoke(&victim, pre_sign_up("x@spam.test")).await;
+        let denied = invoke(&victim, pre_sign_up("x@spam.test")).await;
         assert!(
-            matches!(&denied, Err(InvokeError::Chain(e)) if e.kind == triggerfish::chain::ErrorKind::Denied),
+            matches!(&denied, Err(InvokeError::Chain(e)) if e.kind == triggerfish::dispatch::ErrorKind::Denied),
             "{denied:?}"
         );
         answered += 2;
@@ -246,7 +247,7 @@ async fn one_tenants_runaway_plugin_does_not_slow_another() {
     for task in attack {
         let result = task.await.unwrap();
         assert!(
-            matches!(result, Err(InvokeError::Chain(ref e)) if e.kind == triggerfish::chain::ErrorKind::Timeout),
+            matches!(result, Err(InvokeError::Chain(ref e)) if e.kind == triggerfish::dispatch::ErrorKind::Timeout),
             "{result:?}"
         );
     }
@@ -254,8 +255,8 @@ async fn one_tenants_runaway_plugin_does_not_slow_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_wait_for_a_free_instance_slot_instead_of_failing() {
+    use triggerfish::engine::{Runtime, RuntimeConfig};
     use triggerfish::plugin::PluginLoader;
-    use triggerfish::runtime::{Runtime, RuntimeConfig};
     let dir = PluginsDir::new();
     dir.plugin("t", "10-auto-confirm.wasm", guests::PRESIGNUP_PROBE)
         .settings(
@@ -268,25 +269,65 @@ async fn calls_wait_for_a_free_instance_slot_instead_of_failing() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let tenant = Arc::new(
-        triggerfish::tenant::Tenant::load(
-            &PluginLoader::new(Arc::new(runtime), None),
-            "t",
-            &dir.tenant_dir("t"),
-            None,
-        )
-        .await,
-    );
+    let tenant =
+        Arc::new(tenant_with(&PluginLoader::new(Arc::new(runtime), None), &dir, "t").await);
     let events: Vec<_> = (0..16)
         .map(|_| {
             let tenant = tenant.clone();
-            tokio::spawn(
-                async move { chain::invoke(&tenant, pre_sign_up("jane@example.com")).await },
-            )
+            tokio::spawn(async move { invoke(&tenant, pre_sign_up("jane@example.com")).await })
         })
         .collect();
     for event in events {
         let out = event.await.unwrap().expect("every event is answered");
         assert_eq!(out["response"]["autoConfirmUser"], true);
+    }
+}
+
+/// Quotas, the ceilings of limits and the outbound hosts are the
+/// operator's: a tenant.toml that asks for more is refused whole, naming
+/// the key, and the tenant keeps what the operator gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_raise_what_the_operator_owns() {
+    use triggerfish::tenant::operator::OperatorConfig;
+    let operator = OperatorConfig::parse(
+        "[defaults.quotas]\nconcurrency = 4\n\
+         [defaults.outbound]\nallowed-hosts = [\"127.0.0.1\"]\n\
+         [tenants.big.limits]\nmemory-mib = 100\n",
+        128 << 20,
+    )
+    .unwrap();
+    let dir = PluginsDir::new();
+    let settings = [
+        ("greedy", "[quotas]\nconcurrency = 100000\n", Some("[quotas] concurrency = 100000")),
+        ("slow", "[limits]\ntimeout-ms = 60000\n", Some("[limits] timeout-ms = 60000")),
+        ("memory", "[limits]\nmemory-mib = 100\n", Some("[limits] memory-mib = 100")),
+        ("net", "[outbound]\nallowed-hosts = [\"evil.test\"]\n", Some("\"evil.test\"")),
+        ("plugin", "[plugins.10-email-deny-list.limits]\nfuel = 99_000_000_000\n", Some("[plugins.10-email-deny-list.limits] fuel")),
+        ("big", "[limits]\nmemory-mib = 100\n[quotas]\nconcurrency = 2\n[outbound]\nallowed-hosts = [\"127.0.0.1:9\"]\n", None),
+    ];
+    for (tenant, toml, _) in &settings {
+        dir.plugin(tenant, "10-email-deny-list.wasm", guests::EMAIL_DENY_LIST)
+            .settings(tenant, &format!("{toml}{DENY}"));
+    }
+    let tenants = Tenants::open_with(loader(), operator, dir.path())
+        .await
+        .unwrap();
+    for (name, _, refused) in settings {
+        let tenant = tenants.tenant(name).unwrap();
+        let failure = tenant.failure_of("tenant.toml").map(|f| f.error.clone());
+        match refused {
+            Some(key) => {
+                let error = failure.unwrap_or_else(|| panic!("{name}: tenant.toml accepted"));
+                assert!(error.contains(key), "{name}: {error}");
+                assert!(error.contains("operator"), "{name}: {error}");
+                // It keeps the operator's quota, not the one it asked for.
+                assert_eq!(tenant.quotas.concurrency, 4, "{name}");
+            }
+            None => {
+                assert_eq!(failure, None, "{name}");
+                assert_eq!(tenant.limits.memory_bytes, 100 << 20);
+                assert_eq!(tenant.quotas.concurrency, 2);
+            }
+        }
     }
 }

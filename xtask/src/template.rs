@@ -27,7 +27,7 @@ pub struct TriggerTemplate {
     /// The name on the command line: the WIT interface name.
     pub name: &'static str,
     /// The SDK module (and `export!` name).
-    module: &'static str,
+    pub module: &'static str,
     shape: Shape,
     /// A `triggerSource` of this trigger (for tests).
     pub source: &'static str,

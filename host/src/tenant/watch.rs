@@ -8,7 +8,7 @@
 //! and changes nothing (the last good version keeps serving); the write's
 //! last event brings another reload that picks up the whole file.
 
-use crate::host::Host;
+use super::registry::Tenants;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
@@ -44,8 +44,8 @@ impl Drop for Watcher {
 
 /// Starts following `host`'s plugins folder (recursively: tenants come and
 /// go too).
-pub fn watch(host: Arc<Host>) -> anyhow::Result<Watcher> {
-    let dir = host.dir().canonicalize()?;
+pub fn watch(tenants: Arc<Tenants>) -> anyhow::Result<Watcher> {
+    let dir = tenants.dir().canonicalize()?;
     let pending = Arc::new(Mutex::new(Pending::default()));
     let events = Arc::new(AtomicU64::new(0));
     let wake = Arc::new(Notify::new());
@@ -89,15 +89,17 @@ pub fn watch(host: Arc<Host>) -> anyhow::Result<Watcher> {
                     break;
                 }
             }
-            let Pending { all, tenants } =
-                std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+            let Pending {
+                all,
+                tenants: changed,
+            } = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
             if all {
-                if let Err(error) = host.reload_all().await {
+                if let Err(error) = tenants.reload_all().await {
                     tracing::error!(%error, "reloading the plugins folder failed");
                 }
-            } else if !tenants.is_empty() {
-                tracing::debug!(?tenants, "reloading after a change");
-                host.reload_tenants(tenants).await;
+            } else if !changed.is_empty() {
+                tracing::debug!(tenants = ?changed, "reloading after a change");
+                tenants.reload_tenants(changed).await;
             }
         }
     });
@@ -119,13 +121,13 @@ fn tenant_of(root: &Path, path: &Path) -> Option<String> {
 /// Reloads everything on SIGHUP, for deployments that run with the watcher
 /// off (and for anyone who wants to be sure).
 #[cfg(unix)]
-pub fn reload_on_sighup(host: Arc<Host>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub fn reload_on_sighup(tenants: Arc<Tenants>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading every tenant");
-            if let Err(error) = host.reload_all().await {
+            if let Err(error) = tenants.reload_all().await {
                 tracing::error!(%error, "reloading the plugins folder failed");
             }
         }

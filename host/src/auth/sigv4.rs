@@ -5,7 +5,10 @@
 //! headers and the body. A request more than [`MAX_SKEW`] away from the
 //! host's clock is refused, as AWS does.
 
+use crate::encoding::hex;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,14 +38,34 @@ pub struct SignedRequest<'a> {
     /// The path as sent, still percent-encoded.
     pub path: &'a str,
     pub query: Option<&'a str>,
-    /// Header lookup by lowercase name (all values of it).
-    pub header: &'a dyn Fn(&str) -> Vec<String>,
+    pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+}
+
+impl SignedRequest<'_> {
+    /// Every value of a header, in order (values that are not text are
+    /// left out: they cannot have been signed as text).
+    fn header(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+    }
 }
 
 /// Whether the `Authorization` header value is a SigV4 signature.
 pub fn is_sigv4(authorization: &str) -> bool {
     authorization.starts_with(ALGORITHM)
+}
+
+/// The access key id an `Authorization` header names, if it is a
+/// well-formed SigV4 header.
+pub fn access_key_of(authorization: &str) -> Option<&str> {
+    let fields = authorization.strip_prefix(ALGORITHM)?;
+    let credential = fields
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("Credential="))?;
+    credential.split('/').next()
 }
 
 /// Verifies `authorization` for `request`; `secret_of` gives the secret
@@ -84,11 +107,11 @@ pub fn verify(
     let secret =
         secret_of(access_key).ok_or_else(|| SigV4Error::UnknownAccessKey(access_key.to_owned()))?;
 
-    let amz_date = (request.header)("x-amz-date")
-        .into_iter()
+    let amz_date = request
+        .header("x-amz-date")
         .next()
         .ok_or(SigV4Error::MissingDate)?;
-    let signed_at = parse_amz_date(&amz_date).ok_or(SigV4Error::MissingDate)?;
+    let signed_at = parse_amz_date(amz_date).ok_or(SigV4Error::MissingDate)?;
     let skew = now
         .duration_since(signed_at)
         .unwrap_or_else(|e| e.duration());
@@ -110,13 +133,7 @@ pub fn verify(
             hmac(&key, part.as_bytes())
         });
     let expected = hex(&hmac(&key, string_to_sign.as_bytes()));
-    let matches = expected.len() == signature.len()
-        && expected
-            .bytes()
-            .zip(signature.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if matches {
+    if crate::auth::constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
         Ok(access_key.to_owned())
     } else {
         Err(SigV4Error::Mismatch)
@@ -126,15 +143,16 @@ pub fn verify(
 fn canonical_request(request: &SignedRequest<'_>, signed_headers: &str) -> String {
     let mut headers = String::new();
     for name in signed_headers.split(';') {
-        let values: Vec<String> = (request.header)(name)
-            .iter()
+        let values: Vec<String> = request
+            .header(name)
             .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
         headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
-    let payload = (request.header)("x-amz-content-sha256")
-        .into_iter()
+    let payload = request
+        .header("x-amz-content-sha256")
         .next()
+        .map(str::to_owned)
         .unwrap_or_else(|| hex(&Sha256::digest(request.body)));
     format!(
         "{}\n{}\n{}\n{headers}\n{signed_headers}\n{payload}",
@@ -165,45 +183,31 @@ fn canonical_query(query: &str) -> String {
         .join("&")
 }
 
+/// What SigV4 leaves unencoded: the unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes all but the unreserved characters (and `/`, unless
 /// `encode_slash`). Applied to a path as sent, this encodes it a second
 /// time, which is what SigV4 asks of every service but S3.
 fn uri_encode(text: &str, encode_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            b'/' if !encode_slash => out.push('/'),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
+    if encode_slash {
+        return utf8_percent_encode(text, UNRESERVED).to_string();
     }
-    out
+    text.split('/')
+        .map(|segment| utf8_percent_encode(segment, UNRESERVED).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
+/// Decodes a query name or value as a form field: `%XX` and `+` for space.
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex_at = |j: usize| bytes.get(j).and_then(|b| (*b as char).to_digit(16));
-        match (bytes[i], hex_at(i + 1), hex_at(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(&text.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `20261122T001500Z` as a time.
@@ -234,10 +238,6 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,18 +246,14 @@ mod tests {
     /// example.amazonaws.com, service "service", with the documented key.
     #[test]
     fn verifies_the_aws_test_suite_example() {
-        let headers = |name: &str| -> Vec<String> {
-            match name {
-                "host" => vec!["example.amazonaws.com".into()],
-                "x-amz-date" => vec!["20150830T123600Z".into()],
-                _ => vec![],
-            }
-        };
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "example.amazonaws.com".parse().unwrap());
+        headers.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
         let request = SignedRequest {
             method: "GET",
             path: "/",
             query: None,
-            header: &headers,
+            headers: &headers,
             body: b"",
         };
         let authorization =
@@ -298,5 +294,6 @@ mod tests {
         assert_eq!(parse_amz_date("2026-11-22"), None);
         assert_eq!(uri_encode("/a%3Ab c", false), "/a%253Ab%20c");
         assert_eq!(canonical_query("b=2&a=1&c=x%2Fy"), "a=1&b=2&c=x%2Fy");
+        assert_eq!(canonical_query("q=a+b%20c"), "q=a%20b%20c");
     }
 }

@@ -2,9 +2,12 @@
 //! compared in constant time), or, on the Lambda-shaped route, AWS SigV4
 //! signatures made with one of the tenant's access key pairs.
 
-use crate::plugin::content_hash;
-use crate::sigv4::{self, SigV4Error, SignedRequest};
-use crate::tenant::{AuthMode, Tenant};
+pub mod sigv4;
+
+use crate::encoding::sha256_hex;
+use crate::tenant::file::AuthMode;
+use crate::tenant::Tenant;
+use sigv4::{SigV4Error, SignedRequest};
 use std::time::SystemTime;
 
 /// What a request presents.
@@ -49,13 +52,13 @@ pub enum AuthError {
 
 /// The form in which `tenant.toml` stores an API key: `sha256:<hex>`.
 pub fn hash_key(key: &str) -> String {
-    format!("sha256:{}", content_hash(key.as_bytes()))
+    format!("sha256:{}", sha256_hex(key.as_bytes()))
 }
 
 /// Compares in time that depends only on the lengths, not on where the
 /// inputs first differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 fn holds_key(tenant: &Tenant, hashed: &str) -> bool {
@@ -82,6 +85,10 @@ pub fn authorize<'t>(
 ) -> Result<(), AuthError> {
     if tenant.auth.mode == AuthMode::None {
         return Ok(());
+    }
+    // Without credentials every tenant answers alike, whatever its keys.
+    if matches!(credentials, Credentials::None) {
+        return Err(AuthError::MissingKey);
     }
     if tenant.auth.keys.is_empty() && tenant.auth.aws_credentials.is_empty() {
         return Err(AuthError::NoKeys);
@@ -120,6 +127,34 @@ pub fn authorize<'t>(
                     }
                 }
                 Err(e) => Err(AuthError::Signature(e)),
+            }
+        }
+    }
+}
+
+/// The refusal for a tenant that does not exist: the same as a known
+/// tenant with keys gives credentials that are not among them.
+pub fn refuse_unknown_tenant<'t>(
+    credentials: &Credentials<'_>,
+    others: impl Iterator<Item = &'t Tenant>,
+) -> AuthError {
+    let mut others = others;
+    match credentials {
+        Credentials::None => AuthError::MissingKey,
+        Credentials::Bearer(key) => {
+            let hashed = hash_key(key);
+            if others.any(|t| holds_key(t, &hashed)) {
+                AuthError::WrongTenant
+            } else {
+                AuthError::UnknownKey
+            }
+        }
+        Credentials::Signed { authorization, .. } => {
+            let access_key = sigv4::access_key_of(authorization).unwrap_or_default();
+            if others.any(|t| holds_access_key(t, access_key)) {
+                AuthError::WrongTenant
+            } else {
+                AuthError::UnknownKey
             }
         }
     }

@@ -1,24 +1,22 @@
-//! The wasmtime engine every plugin runs on, the imports it links, and the
-//! state of one plugin call.
+//! The wasmtime engine every plugin runs on, the imports it links, and
+//! the store of one plugin call.
 //!
 //! One [`Runtime`] per process: one `Engine` (component model, fuel,
 //! epoch interruption, pooling allocator), one epoch ticker thread, one
 //! `Linker` holding WASI and the host's `log` and `config` imports.
 
-use crate::limits::Limits;
-use crate::outbound::{Outbound, OutboundHooks};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub mod convert;
+pub mod outbound;
+pub mod state;
+
+use state::CallState;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -40,9 +38,6 @@ pub const MAX_WASM_STACK: usize = 1 << 20;
 /// Bytes of each instance's linear memory kept mapped between calls, reset
 /// in place rather than unmapped.
 const KEEP_RESIDENT: usize = 4 << 20;
-
-/// Bytes of a plugin's stderr kept to explain a trap (a Rust panic message).
-const STDERR_KEPT: usize = 4 * 1024;
 
 /// Process-wide settings of the engine.
 #[derive(Debug, Clone)]
@@ -209,7 +204,7 @@ fn engine_config(runtime: &RuntimeConfig) -> Config {
     pool.total_memories(instances.saturating_mul(2));
     pool.max_tables_per_component(8);
     pool.total_tables(instances.saturating_mul(8));
-    pool.table_elements(crate::limits::DEFAULT_TABLE_ELEMENTS.max(50_000));
+    pool.table_elements(crate::tenant::limits::DEFAULT_TABLE_ELEMENTS.max(50_000));
     pool.max_memory_size(runtime.max_memory_bytes as usize);
     // Reset the pages a call dirtied in place (found with PAGEMAP_SCAN on
     // Linux 6.7+) instead of unmapping them: the next instance in the slot
@@ -220,177 +215,4 @@ fn engine_config(runtime: &RuntimeConfig) -> Config {
     pool.decommit_batch_size(16);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
-}
-
-/// The configuration values a plugin reads through its `config` import.
-pub type PluginConfig = BTreeMap<String, String>;
-
-/// Log bytes left for one invocation, shared by the plugins of its chain.
-#[derive(Debug)]
-pub struct LogBudget {
-    left: AtomicU64,
-    truncated: AtomicBool,
-}
-
-impl LogBudget {
-    pub fn new(bytes: u64) -> Arc<LogBudget> {
-        Arc::new(LogBudget {
-            left: AtomicU64::new(bytes),
-            truncated: AtomicBool::new(false),
-        })
-    }
-
-    /// Takes `bytes` from the budget; false when there is not enough left.
-    fn take(&self, bytes: u64) -> bool {
-        self.left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(bytes)
-            })
-            .is_ok()
-    }
-}
-
-/// The state of one plugin call: a fresh one per call, dropped with it.
-pub struct CallState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    outbound: OutboundHooks,
-    table: ResourceTable,
-    stderr: MemoryOutputPipe,
-    limiter: CallLimiter,
-    config: Arc<PluginConfig>,
-    log_budget: Arc<LogBudget>,
-    /// Epoch ticks during which this call was running: its CPU time,
-    /// roughly, as opposed to the wall time it waited.
-    pub(crate) running_ticks: u32,
-}
-
-impl CallState {
-    pub fn new(
-        limits: &Limits,
-        config: Arc<PluginConfig>,
-        outbound: Arc<Outbound>,
-        log_budget: Arc<LogBudget>,
-    ) -> CallState {
-        let stderr = MemoryOutputPipe::new(STDERR_KEPT);
-        // No preopened directories, no environment, no arguments, no
-        // network: a plugin sees only what the contract gives it.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        CallState {
-            wasi,
-            http: WasiHttpCtx::new(),
-            outbound: OutboundHooks { policy: outbound },
-            table: ResourceTable::new(),
-            stderr,
-            limiter: CallLimiter {
-                memory_bytes: limits.memory_bytes,
-                table_elements: limits.table_elements,
-                memory_refused: false,
-            },
-            config,
-            log_budget,
-            running_ticks: 0,
-        }
-    }
-
-    pub(crate) fn limiter(&mut self) -> &mut CallLimiter {
-        &mut self.limiter
-    }
-
-    /// Whether this call asked for more memory than its limit allows.
-    pub(crate) fn limiter_memory_refused(&self) -> bool {
-        self.limiter.memory_refused
-    }
-
-    /// The last line the plugin wrote to stderr (a Rust panic message ends
-    /// up there), if any.
-    pub fn last_stderr_line(&self) -> Option<String> {
-        let contents = self.stderr.contents();
-        let text = String::from_utf8_lossy(&contents);
-        text.lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty() && !l.starts_with("note:"))
-            .map(str::to_owned)
-    }
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for CallState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.outbound,
-        }
-    }
-}
-
-/// Holds one instance to its tenant's memory and table limits, and
-/// remembers a refused memory growth so a trap that follows is reported as
-/// `out-of-memory` rather than a plain trap.
-pub struct CallLimiter {
-    memory_bytes: u64,
-    table_elements: usize,
-    pub(crate) memory_refused: bool,
-}
-
-impl ResourceLimiter for CallLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = desired as u64 <= self.memory_bytes;
-        if !allowed {
-            self.memory_refused = true;
-        }
-        Ok(allowed)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= self.table_elements)
-    }
-}
-
-impl log::Host for CallState {
-    fn write(&mut self, level: log::Level, message: String) {
-        if !self.log_budget.take(message.len() as u64) {
-            if !self.log_budget.truncated.swap(true, Ordering::Relaxed) {
-                tracing::warn!(target: "plugin", "log budget of this invocation used up; further plugin log lines are dropped");
-            }
-            return;
-        }
-        // The call's span carries tenant, plugin and trigger.
-        match level {
-            log::Level::Trace => tracing::trace!(target: "plugin", "{message}"),
-            log::Level::Debug => tracing::debug!(target: "plugin", "{message}"),
-            log::Level::Info => tracing::info!(target: "plugin", "{message}"),
-            log::Level::Warn => tracing::warn!(target: "plugin", "{message}"),
-            log::Level::Error => tracing::error!(target: "plugin", "{message}"),
-        }
-    }
-}
-
-impl config::Host for CallState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
-    }
-
-    fn keys(&mut self) -> Vec<String> {
-        self.config.keys().cloned().collect()
-    }
 }

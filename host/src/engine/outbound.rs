@@ -17,13 +17,47 @@ pub const DEFAULT_OUTBOUND_TIMEOUT_MS: u64 = 2_000;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OutboundConfig {
     /// Hosts plugins may call: `host` (any port), `host:port`, or
-    /// `*.domain` (its subdomains). Empty or absent: no outbound HTTP.
+    /// `*.domain` (its subdomains); in the operator's configuration also
+    /// `*` (any host). Empty or absent: no outbound HTTP.
     pub allowed_hosts: Option<Vec<String>>,
     /// Time one request may take to connect, and to its first byte.
     pub timeout_ms: Option<u64>,
 }
 
 impl OutboundConfig {
+    /// This configuration, with unset keys taken from `base`, and nothing
+    /// beyond what `ceiling` (the operator's) allows; `table` names where
+    /// it was written, for the error.
+    pub fn within(
+        &self,
+        base: &Outbound,
+        ceiling: &Outbound,
+        table: &str,
+    ) -> Result<Outbound, String> {
+        let outbound = self.over(base);
+        if let Some(hosts) = &self.allowed_hosts {
+            if let Some(host) = hosts.iter().find(|h| !ceiling.covers(h)) {
+                return Err(format!(
+                    "[{table}] allowed-hosts names {host:?}, which the operator does not allow this tenant to reach{}",
+                    if ceiling.allowed_hosts.is_empty() {
+                        " (it allows no outbound host)".to_owned()
+                    } else {
+                        format!(" (it allows {})", ceiling.allowed_hosts.join(", "))
+                    }
+                ));
+            }
+        }
+        if self.timeout_ms.is_some() && outbound.timeout > ceiling.timeout {
+            return Err(crate::tenant::limits::above_ceiling(
+                table,
+                "timeout-ms",
+                outbound.timeout.as_millis(),
+                ceiling.timeout.as_millis(),
+            ));
+        }
+        Ok(outbound)
+    }
+
     /// This configuration, with unset keys taken from `base`.
     pub fn over(&self, base: &Outbound) -> Outbound {
         Outbound {
@@ -67,6 +101,9 @@ impl Outbound {
     pub fn allows(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.to_ascii_lowercase();
         self.allowed_hosts.iter().any(|allowed| {
+            if allowed == "*" {
+                return true;
+            }
             if let Some(domain) = allowed.strip_prefix("*.") {
                 return host.ends_with(&format!(".{domain}"));
             }
@@ -77,6 +114,31 @@ impl Outbound {
                 (Some(_), None) => false,
                 (None, _) => *allowed == host,
             }
+        })
+    }
+}
+
+impl Outbound {
+    /// Whether every request `pattern` (an `allowed-hosts` entry) lets
+    /// through, this policy lets through too: how a tenant's list is held
+    /// to the operator's.
+    pub fn covers(&self, pattern: &str) -> bool {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        // `host:port` -> `host`; `*.domain` -> `.domain`.
+        let host = match pattern.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => host,
+            _ => pattern.as_str(),
+        };
+        let host = host.strip_prefix('*').unwrap_or(host);
+        self.allowed_hosts.iter().any(|allowed| {
+            if allowed == "*" || *allowed == pattern {
+                return true;
+            }
+            if let Some(domain) = allowed.strip_prefix("*.") {
+                return host.ends_with(&format!(".{domain}"));
+            }
+            // A bare host allows it on any port.
+            !allowed.contains(':') && !host.starts_with('.') && host == allowed
         })
     }
 }
@@ -155,5 +217,44 @@ mod tests {
         assert!(!outbound.allows("corp.test", None));
         assert!(!outbound.allows("evil.test", None));
         assert!(!Outbound::default().allows("api.example.com", None));
+    }
+
+    #[test]
+    fn an_operator_list_covers_what_it_allows() {
+        let operator = OutboundConfig {
+            allowed_hosts: Some(vec![
+                "127.0.0.1".into(),
+                "*.acme.test".into(),
+                "api.b.test:443".into(),
+            ]),
+            timeout_ms: None,
+        }
+        .over(&Outbound::default());
+        for covered in [
+            "127.0.0.1",
+            "127.0.0.1:9000",
+            "x.acme.test",
+            "*.acme.test",
+            "*.eu.acme.test",
+            "api.b.test:443",
+        ] {
+            assert!(operator.covers(covered), "{covered}");
+        }
+        for beyond in [
+            "acme.test",
+            "*.test",
+            "api.b.test",
+            "api.b.test:80",
+            "10.0.0.1",
+            "*",
+        ] {
+            assert!(!operator.covers(beyond), "{beyond}");
+        }
+        let any = OutboundConfig {
+            allowed_hosts: Some(vec!["*".into()]),
+            timeout_ms: None,
+        }
+        .over(&Outbound::default());
+        assert!(any.covers("*") && any.covers("anything.test:1") && any.allows("x.test", None));
     }
 }

@@ -1,16 +1,20 @@
-//! The host: every tenant of one plugins folder, and who may call them.
+//! The registry of tenants: every tenant of one plugins folder, swapped
+//! whole on reload, and who may call them.
 
+use super::operator::OperatorConfig;
+use super::{is_tenant_name, Tenant};
 use crate::auth::{self, AuthError, Credentials};
 use crate::plugin::PluginLoader;
-use crate::tenant::{is_tenant_name, Tenant};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Every tenant found in the plugins folder.
-pub struct Host {
+pub struct Tenants {
     loader: PluginLoader,
+    /// What the operator allows each tenant.
+    operator: OperatorConfig,
     dir: PathBuf,
     /// Swapped whole on every reload: an event runs on the tenant it
     /// started with, old or new, never on a mix.
@@ -19,17 +23,29 @@ pub struct Host {
     reloading: tokio::sync::Mutex<()>,
 }
 
-impl Host {
-    /// Loads every tenant folder under `dir`.
-    pub async fn open(loader: PluginLoader, dir: &Path) -> anyhow::Result<Host> {
-        let host = Host {
+impl Tenants {
+    /// Loads every tenant folder under `dir`, with the built-in defaults
+    /// as every tenant's ceilings and no outbound host allowed.
+    pub async fn open(loader: PluginLoader, dir: &Path) -> anyhow::Result<Tenants> {
+        Tenants::open_with(loader, OperatorConfig::default(), dir).await
+    }
+
+    /// Loads every tenant folder under `dir`, each within what `operator`
+    /// allows it.
+    pub async fn open_with(
+        loader: PluginLoader,
+        operator: OperatorConfig,
+        dir: &Path,
+    ) -> anyhow::Result<Tenants> {
+        let tenants = Tenants {
             loader,
+            operator,
             dir: dir.to_owned(),
             tenants: ArcSwap::default(),
             reloading: tokio::sync::Mutex::new(()),
         };
-        host.reload_all().await?;
-        Ok(host)
+        tenants.reload_all().await?;
+        Ok(tenants)
     }
 
     /// The plugins folder.
@@ -87,7 +103,8 @@ impl Host {
                 continue;
             }
             let previous = tenants.get(&name).cloned();
-            let tenant = Tenant::load(&self.loader, &name, &dir, previous.as_deref()).await;
+            let policy = self.operator.for_tenant(&name);
+            let tenant = Tenant::load(&self.loader, policy, &name, &dir, previous.as_deref()).await;
             tenants.insert(name, Arc::new(tenant));
         }
         self.tenants.store(Arc::new(tenants));
@@ -97,17 +114,29 @@ impl Host {
         self.tenants.load().get(name).cloned()
     }
 
-    pub fn tenant_count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.tenants.load().len()
     }
 
-    /// Checks what a request presents against the tenant's keys.
+    /// The tenant named `name`, if what the request presents may use it.
+    ///
+    /// An unknown tenant is answered exactly as a known one whose keys
+    /// the credentials do not match (401 without or with an unknown key,
+    /// 403 with another tenant's), so tenant names cannot be discovered
+    /// without credentials.
     pub fn authorize(
         &self,
-        tenant: &Tenant,
+        name: &str,
         credentials: &Credentials<'_>,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Arc<Tenant>, AuthError> {
         let tenants = self.tenants.load();
-        auth::authorize(tenant, credentials, tenants.values().map(|t| t.as_ref()))
+        let others = || tenants.values().map(|t| t.as_ref());
+        match tenants.get(name) {
+            Some(tenant) => {
+                auth::authorize(tenant, credentials, others())?;
+                Ok(tenant.clone())
+            }
+            None => Err(auth::refuse_unknown_tenant(credentials, others())),
+        }
     }
 }

@@ -8,11 +8,19 @@
 //!     20-add-to-group.wasm  run after 10-…: chains run in file-name order
 //! ```
 
-use crate::limits::{Limits, LimitsConfig, Quotas, QuotasConfig};
-use crate::outbound::{Outbound, OutboundConfig};
-use crate::plugin::{content_hash, Plugin, PluginLoader};
-use crate::runtime::PluginConfig;
-use serde::Deserialize;
+pub mod file;
+pub mod limits;
+pub mod operator;
+pub mod registry;
+pub mod watch;
+
+use crate::encoding::sha256_hex;
+use crate::engine::outbound::Outbound;
+use crate::engine::state::PluginConfig;
+use crate::plugin::{Plugin, PluginLoader};
+use file::{AuthConfig, TenantFile};
+use limits::{Limits, Quotas};
+use operator::TenantPolicy;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,140 +39,75 @@ pub fn is_tenant_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// `tenant.toml`. Unknown keys are errors, so a typo does not pass silently.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TenantFile {
-    #[serde(default)]
-    pub auth: AuthConfig,
-    #[serde(default)]
-    pub limits: LimitsConfig,
-    #[serde(default)]
-    pub quotas: QuotasConfig,
-    /// Where plugins may send HTTP requests.
-    #[serde(default)]
-    pub outbound: OutboundConfig,
-    /// Settings per plugin, keyed by file stem (`10-email-deny-list`).
-    #[serde(default)]
-    pub plugins: BTreeMap<String, PluginFile>,
-}
-
-/// How requests for this tenant authenticate.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AuthConfig {
-    #[serde(default)]
-    pub mode: AuthMode,
-    /// SHA-256 hashes of the tenant's API keys, as `sha256:<hex>` (see
-    /// `triggerfish hash-key`). Keys themselves are never stored.
-    #[serde(default)]
-    pub keys: Vec<String>,
-    /// AWS access key pairs accepted on the Lambda-shaped route (SigV4).
-    /// SigV4 needs the secret itself, so it is stored as given: keep
-    /// tenant.toml readable by the host's user only.
-    #[serde(default)]
-    pub aws_credentials: Vec<AwsCredential>,
-}
-
-/// One AWS access key pair.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AwsCredential {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-impl std::fmt::Debug for AwsCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsCredential")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthMode {
-    /// Requests need `Authorization: Bearer <key>` with one of the keys;
-    /// with no keys configured every request is refused.
-    #[default]
-    Keys,
-    /// No authentication: for local development only.
-    None,
-}
-
-/// One plugin's settings.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PluginFile {
-    /// Values the plugin reads through its `config` import.
-    #[serde(default)]
-    pub config: BTreeMap<String, ConfigValue>,
-    /// Like `config`, read the same way, but never logged or listed.
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
-    /// Overrides of the tenant's per-call limits for this plugin.
-    #[serde(default)]
-    pub limits: LimitsConfig,
-    /// Replaces the tenant's `[outbound]` for this plugin.
-    #[serde(default)]
-    pub outbound: OutboundConfig,
-}
-
-/// A config value: a string, number or boolean, or a list of them (handed
-/// to the plugin joined with commas).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum ConfigValue {
-    Scalar(Scalar),
-    List(Vec<Scalar>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Scalar {
-    String(String),
-    Integer(i64),
-    Float(f64),
-    Boolean(bool),
-}
-
-impl std::fmt::Display for Scalar {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Scalar::String(s) => f.write_str(s),
-            Scalar::Integer(n) => write!(f, "{n}"),
-            Scalar::Float(n) => write!(f, "{n}"),
-            Scalar::Boolean(b) => write!(f, "{b}"),
-        }
-    }
-}
-
-impl ConfigValue {
-    fn to_config_string(&self) -> String {
-        match self {
-            ConfigValue::Scalar(s) => s.to_string(),
-            ConfigValue::List(items) => items
-                .iter()
-                .map(Scalar::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        }
-    }
-}
-
-impl TenantFile {
-    pub fn parse(text: &str) -> Result<TenantFile, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
-    }
-}
-
 /// A plugin's settings, resolved.
 #[derive(Debug, Default, Clone)]
 pub struct PluginSettings {
     pub config: Arc<PluginConfig>,
     pub limits: Limits,
     pub outbound: Arc<Outbound>,
+}
+
+/// A tenant's settings: its `tenant.toml`, resolved within the operator's
+/// policy.
+struct Settings {
+    auth: AuthConfig,
+    limits: Limits,
+    quotas: Quotas,
+    plugin_settings: BTreeMap<String, PluginSettings>,
+    default_settings: PluginSettings,
+}
+
+impl Settings {
+    /// The settings `file` asks for, or the first key that asks for more
+    /// than `policy` allows.
+    fn resolve(file: TenantFile, policy: &TenantPolicy) -> Result<Settings, String> {
+        // The built-in defaults, unless the operator's ceiling is lower.
+        let defaults = Limits::default().capped_at(&policy.limits);
+        let limits = file.limits.within(&defaults, &policy.limits, "limits")?;
+        let quotas = file.quotas.within(&policy.quotas)?;
+        // Plugins reach nothing unless tenant.toml names hosts, and it may
+        // name only hosts the operator allows.
+        let no_hosts = Outbound {
+            allowed_hosts: Vec::new(),
+            ..policy.outbound.clone()
+        };
+        let outbound = file
+            .outbound
+            .within(&no_hosts, &policy.outbound, "outbound")?;
+        let mut plugin_settings = BTreeMap::new();
+        for (stem, plugin) in file.plugins {
+            let table = |part: &str| format!("plugins.{stem}.{part}");
+            let mut config: PluginConfig = plugin
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_config_string()))
+                .collect();
+            config.extend(plugin.secrets);
+            let settings = PluginSettings {
+                config: Arc::new(config),
+                limits: plugin
+                    .limits
+                    .within(&limits, &policy.limits, &table("limits"))?,
+                outbound: Arc::new(plugin.outbound.within(
+                    &outbound,
+                    &policy.outbound,
+                    &table("outbound"),
+                )?),
+            };
+            plugin_settings.insert(stem, settings);
+        }
+        Ok(Settings {
+            auth: file.auth,
+            default_settings: PluginSettings {
+                config: Arc::default(),
+                limits: limits.clone(),
+                outbound: Arc::new(outbound),
+            },
+            limits,
+            quotas,
+            plugin_settings,
+        })
+    }
 }
 
 /// A plugin file (or `tenant.toml`) that could not be loaded, and why.
@@ -207,8 +150,12 @@ impl Tenant {
     /// of it in `previous` (the tenant as it was) keeps serving, if any.
     /// Files whose bytes have not changed since `previous` are not loaded
     /// again.
+    ///
+    /// `policy` is what the operator allows this tenant: `tenant.toml` is
+    /// refused whole if it asks for more.
     pub async fn load(
         loader: &PluginLoader,
+        policy: &TenantPolicy,
         name: &str,
         dir: &Path,
         previous: Option<&Tenant>,
@@ -217,12 +164,16 @@ impl Tenant {
             name: name.to_owned(),
             ..Tenant::default()
         };
-        match read_tenant_file(dir) {
-            Ok(file) => tenant.apply(file),
+        match read_tenant_file(dir).and_then(|file| Settings::resolve(file, policy)) {
+            Ok(settings) => tenant.set(settings),
             Err(error) => {
                 tracing::error!(tenant = name, %error, "tenant.toml refused");
-                if let Some(previous) = previous {
-                    tenant.keep_settings_of(previous);
+                match previous {
+                    Some(previous) => tenant.keep_settings_of(previous),
+                    None => tenant.set(
+                        Settings::resolve(TenantFile::default(), policy)
+                            .expect("the defaults are within the policy"),
+                    ),
                 }
                 tenant.failures.push(LoadFailure {
                     plugin: TENANT_FILE.to_owned(),
@@ -242,14 +193,14 @@ impl Tenant {
             let before = previous.and_then(|p| p.plugins.iter().find(|plugin| plugin.name == stem));
             let read = if index >= tenant.quotas.plugins {
                 Err(format!(
-                    "over the tenant's quota of {} plugins ([quotas] plugins in tenant.toml)",
+                    "over the tenant's quota of {} plugins",
                     tenant.quotas.plugins
                 ))
             } else {
                 read_plugin_file(&path, tenant.quotas.wasm_bytes)
             };
             let loaded = match read {
-                Ok(bytes) if before.is_some_and(|b| b.hash() == content_hash(&bytes)) => {
+                Ok(bytes) if before.is_some_and(|b| b.hash() == sha256_hex(&bytes)) => {
                     tenant.plugins.push(before.unwrap().clone());
                     continue;
                 }
@@ -308,32 +259,12 @@ impl Tenant {
         self.failures.iter().find(|f| f.plugin == plugin)
     }
 
-    fn apply(&mut self, file: TenantFile) {
-        self.limits = file.limits.over(&Limits::default());
-        self.quotas = file.quotas.resolve();
-        self.auth = file.auth;
-        let outbound = file.outbound.over(&Outbound::default());
-        self.default_settings = PluginSettings {
-            config: Arc::default(),
-            limits: self.limits.clone(),
-            outbound: Arc::new(outbound.clone()),
-        };
-        for (stem, plugin) in file.plugins {
-            let mut config: PluginConfig = plugin
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_config_string()))
-                .collect();
-            config.extend(plugin.secrets);
-            self.plugin_settings.insert(
-                stem,
-                PluginSettings {
-                    config: Arc::new(config),
-                    limits: plugin.limits.over(&self.limits),
-                    outbound: Arc::new(plugin.outbound.over(&outbound)),
-                },
-            );
-        }
+    fn set(&mut self, settings: Settings) {
+        self.auth = settings.auth;
+        self.limits = settings.limits;
+        self.quotas = settings.quotas;
+        self.plugin_settings = settings.plugin_settings;
+        self.default_settings = settings.default_settings;
     }
 
     /// The settings of the plugin with this file stem (the tenant's
@@ -449,6 +380,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_above_the_policy_are_refused_by_key() {
+        let policy = TenantPolicy::default();
+        let refused = |text: &str| {
+            Settings::resolve(TenantFile::parse(text).unwrap(), &policy)
+                .err()
+                .unwrap_or_default()
+        };
+        assert!(refused("[quotas]\nconcurrency = 100000\n").contains("[quotas] concurrency"));
+        assert!(refused("[limits]\ntimeout-ms = 60000\n").contains("[limits] timeout-ms"));
+        assert!(refused("[plugins.10-a.limits]\nfuel = 99999999999\n")
+            .contains("[plugins.10-a.limits] fuel"));
+        assert!(refused("[outbound]\nallowed-hosts = [\"evil.test\"]\n").contains("\"evil.test\""));
+        assert!(
+            refused("[plugins.10-a.outbound]\nallowed-hosts = [\"*\"]\n")
+                .contains("plugins.10-a.outbound")
+        );
+        assert!(refused("[limits]\nfuel = 5\n[quotas]\nconcurrency = 2\n").is_empty());
+    }
+
+    #[test]
     fn tenant_names_are_plain_identifiers() {
         for good in ["demo", "acme-1", "a_b", "X"] {
             assert!(is_tenant_name(good), "{good}");
@@ -468,14 +419,6 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_named() {
-        let error = TenantFile::parse("[limits]\nfuell = 3\n").unwrap_err();
-        assert!(error.contains("fuell"), "{error}");
-        let error = TenantFile::parse("[auth]\nmode = \"open\"\n").unwrap_err();
-        assert!(error.contains("open"), "{error}");
-    }
-
-    #[test]
     fn plugin_settings_inherit_tenant_limits() {
         let file = TenantFile::parse(
             "[limits]\nfuel = 10\ntimeout-ms = 100\n\
@@ -484,7 +427,7 @@ mod tests {
         )
         .unwrap();
         let mut tenant = Tenant::default();
-        tenant.apply(file);
+        tenant.set(Settings::resolve(file, &TenantPolicy::default()).unwrap());
         let a = tenant.settings_for("10-a");
         assert_eq!(
             a.config.get("domains").map(String::as_str),

@@ -1,0 +1,140 @@
+//! A tenant's chain for one trigger: its plugins in file-name order, each
+//! given the event as the one before it left it; the first error stops
+//! the chain. The whole chain has the tenant's wall-clock budget per
+//! attempt, and only failures that can pass on a second try (a plugin
+//! starved of CPU, an overloaded host) are retried.
+
+use super::call::Call;
+use super::error::{ChainError, ErrorKind, InvokeError};
+use crate::engine::state::LogBudget;
+use crate::families::Args;
+use crate::plugin::Plugin;
+use crate::tenant::Tenant;
+use crate::trigger::Trigger;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// What running a chain cost, for the sinks: every attempt counts.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Plugin calls made, retries included.
+    pub calls: u32,
+    /// Fuel those calls used.
+    pub fuel: u64,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Runs `event` through the tenant's plugins serving `trigger`. A tenant
+/// with no such plugin gets the event back unchanged, as Cognito does with
+/// no trigger configured.
+pub(crate) async fn run(
+    tenant: &Tenant,
+    trigger: Trigger,
+    event: Value,
+    tally: &mut Tally,
+) -> Result<Value, InvokeError> {
+    if let Some(failure) = tenant.failures.iter().find(|f| !f.serving_previous) {
+        return Err(ChainError {
+            kind: ErrorKind::NoHandler,
+            trigger,
+            plugin: Some(failure.plugin.clone()),
+            message: format!(
+                "plugin {} could not be loaded, so the chain cannot run: {}",
+                failure.plugin, failure.error
+            ),
+            attempts: 0,
+        }
+        .into());
+    }
+    let chain: Vec<&Arc<Plugin>> = tenant
+        .plugins
+        .iter()
+        .filter(|p| p.serves(trigger))
+        .collect();
+    let Some(first) = chain.first() else {
+        return Ok(event);
+    };
+    let handler = &first.compiled.handlers[&trigger];
+    let family = trigger.family();
+    loop {
+        tally.attempts += 1;
+        let attempt = tally.attempts;
+        let args = Args::from_event(family, handler, &event)
+            .map_err(|error| InvokeError::Shape { trigger, error })?;
+        match run_attempt(tenant, trigger, &chain, args, tally).await {
+            Ok(args) => {
+                return args.into_event(event).map_err(|error| {
+                    ChainError {
+                        kind: ErrorKind::InvalidOutput,
+                        trigger,
+                        plugin: None,
+                        message: error.to_string(),
+                        attempts: attempt,
+                    }
+                    .into()
+                })
+            }
+            Err(failure) if failure.can_pass && attempt < tenant.limits.attempts => {
+                tracing::warn!(attempt, error = %failure.error.message, "attempt failed; retrying");
+            }
+            Err(failure) => {
+                return Err(ChainError {
+                    attempts: attempt,
+                    ..failure.error
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// A failed attempt, and whether another could pass.
+struct AttemptFailure {
+    error: ChainError,
+    can_pass: bool,
+}
+
+async fn run_attempt(
+    tenant: &Tenant,
+    trigger: Trigger,
+    chain: &[&Arc<Plugin>],
+    mut args: Args,
+    tally: &mut Tally,
+) -> Result<Args, AttemptFailure> {
+    let deadline = Instant::now() + tenant.limits.timeout;
+    let log_budget = LogBudget::new(tenant.limits.log_bytes);
+    for plugin in chain {
+        let settings = tenant.settings_for(&plugin.name);
+        let call = Call {
+            plugin,
+            handler: &plugin.compiled.handlers[&trigger],
+            limits: &settings.limits,
+            config: settings.config.clone(),
+            outbound: settings.outbound.clone(),
+            log_budget: log_budget.clone(),
+            deadline,
+            budget: tenant.limits.timeout,
+        };
+        let fail = |kind, message, can_pass| AttemptFailure {
+            error: ChainError {
+                kind,
+                trigger,
+                plugin: Some(plugin.name.clone()),
+                message,
+                attempts: 0,
+            },
+            can_pass,
+        };
+        let called = call.run(&args.values).await;
+        tally.calls += 1;
+        tally.fuel += called.fuel;
+        match called.result {
+            Ok(Ok(ok)) => args.fold(ok),
+            Ok(Err(denial)) => return Err(fail(ErrorKind::Denied, denial, false)),
+            Err(f) => return Err(fail(f.kind, f.message, f.can_pass)),
+        }
+    }
+    Ok(args)
+}

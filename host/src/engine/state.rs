@@ -1,0 +1,230 @@
+//! The state of one plugin call: WASI, outbound HTTP, the memory and
+//! table limiter, the log budget, and the host's `log` and `config`
+//! imports.
+
+use super::bindings::triggerfish::host::{config, log};
+use super::outbound::{Outbound, OutboundHooks};
+use crate::tenant::limits::Limits;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Bytes of a plugin's stderr kept to explain a trap (a Rust panic message).
+const STDERR_KEPT: usize = 4 * 1024;
+
+/// The configuration values a plugin reads through its `config` import.
+pub type PluginConfig = BTreeMap<String, String>;
+
+/// Log bytes left for one invocation, shared by the plugins of its chain.
+#[derive(Debug)]
+pub struct LogBudget {
+    left: AtomicU64,
+    truncated: AtomicBool,
+}
+
+impl LogBudget {
+    pub fn new(bytes: u64) -> Arc<LogBudget> {
+        Arc::new(LogBudget {
+            left: AtomicU64::new(bytes),
+            truncated: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes `bytes` from the budget; false when there is not enough left.
+    fn take(&self, bytes: u64) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+}
+
+/// The state of one plugin call: a fresh one per call, dropped with it.
+pub struct CallState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundHooks,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+    limiter: CallLimiter,
+    config: Arc<PluginConfig>,
+    log_budget: Arc<LogBudget>,
+    /// Epoch ticks during which this call was running: its CPU time,
+    /// roughly, as opposed to the wall time it waited.
+    pub(crate) running_ticks: u32,
+}
+
+impl CallState {
+    pub fn new(
+        limits: &Limits,
+        config: Arc<PluginConfig>,
+        outbound: Arc<Outbound>,
+        log_budget: Arc<LogBudget>,
+    ) -> CallState {
+        let stderr = MemoryOutputPipe::new(STDERR_KEPT);
+        // No preopened directories, no environment, no arguments, no
+        // network: a plugin sees only what the contract gives it.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        CallState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHooks { policy: outbound },
+            table: ResourceTable::new(),
+            stderr,
+            limiter: CallLimiter {
+                memory_bytes: limits.memory_bytes,
+                table_elements: limits.table_elements,
+                memory_refused: false,
+            },
+            config,
+            log_budget,
+            running_ticks: 0,
+        }
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut CallLimiter {
+        &mut self.limiter
+    }
+
+    /// Whether this call asked for more memory than its limit allows.
+    pub(crate) fn limiter_memory_refused(&self) -> bool {
+        self.limiter.memory_refused
+    }
+
+    /// The last line the plugin wrote to stderr (a Rust panic message ends
+    /// up there), if any.
+    pub fn last_stderr_line(&self) -> Option<String> {
+        let contents = self.stderr.contents();
+        let text = String::from_utf8_lossy(&contents);
+        text.lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && !l.starts_with("note:"))
+            .map(str::to_owned)
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Holds one instance to its tenant's memory and table limits, and
+/// remembers a refused memory growth so a trap that follows is reported as
+/// `out-of-memory` rather than a plain trap.
+pub struct CallLimiter {
+    memory_bytes: u64,
+    table_elements: usize,
+    pub(crate) memory_refused: bool,
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired as u64 <= self.memory_bytes;
+        if !allowed {
+            self.memory_refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements)
+    }
+}
+
+/// What every log line costs against the log budget on top of its bytes,
+/// so a flood of empty lines is bounded like a flood of long ones.
+pub const LOG_BYTES_PER_LINE: u64 = 64;
+
+/// The message with every control character (newlines among them) and
+/// Unicode line separator escaped, so one call writes exactly one log
+/// line and cannot forge another tenant's.
+fn escape_log_line(message: &str) -> std::borrow::Cow<'_, str> {
+    let needs_escape = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !message.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut escaped = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if needs_escape(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
+impl log::Host for CallState {
+    fn write(&mut self, level: log::Level, message: String) {
+        let cost = (message.len() as u64).saturating_add(LOG_BYTES_PER_LINE);
+        if !self.log_budget.take(cost) {
+            if !self.log_budget.truncated.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "plugin", "log budget of this invocation used up; further plugin log lines are dropped");
+            }
+            return;
+        }
+        let message = escape_log_line(&message);
+        // The call's span carries tenant, plugin and trigger.
+        match level {
+            log::Level::Trace => tracing::trace!(target: "plugin", "{message}"),
+            log::Level::Debug => tracing::debug!(target: "plugin", "{message}"),
+            log::Level::Info => tracing::info!(target: "plugin", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "plugin", "{message}"),
+            log::Level::Error => tracing::error!(target: "plugin", "{message}"),
+        }
+    }
+}
+
+impl config::Host for CallState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+
+    fn keys(&mut self) -> Vec<String> {
+        self.config.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_cannot_break_in_two() {
+        assert_eq!(escape_log_line("plain é"), "plain é");
+        assert_eq!(
+            escape_log_line("ok\n2026-11-23 INFO tenant=other forged\r\u{1b}[31m\u{2028}"),
+            "ok\\n2026-11-23 INFO tenant=other forged\\r\\u{1b}[31m\\u{2028}"
+        );
+    }
+}

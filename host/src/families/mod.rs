@@ -1,0 +1,134 @@
+//! Trigger families: how a family's events become a handler's arguments,
+//! and how each plugin's result folds back into the event.
+//!
+//! - [`user_pool`]: Cognito user pool events; the `response` is carried
+//!   from plugin to plugin, each replacing it whole.
+//! - [`sync`]: Cognito Sync events; the `datasetRecords` are carried and
+//!   merged by key.
+//!
+//! The chain runner knows nothing of either: it asks the event's family
+//! for the arguments, hands each plugin's `ok` value back to [`Args::fold`]
+//! and, at the end, has [`Args::into_event`] write the result back. A new
+//! family is a new module here and a case of [`Family`].
+
+pub mod sync;
+pub mod user_pool;
+
+use crate::engine::convert::{to_json, to_val, ConvertError};
+use crate::plugin::{Handler, Plugin};
+use crate::trigger::Trigger;
+use serde_json::Value;
+use wasmtime::component::{Type, Val};
+
+/// A kind of trigger event, with its own shape and folding rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    UserPool,
+    Sync,
+}
+
+/// Where a handler parameter comes from in the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Read-only fields at the top of the event (`context`, sync `event`).
+    Top,
+    /// A read-only object under a key (`request`).
+    Under(&'static str),
+    /// The part plugins change, carried from plugin to plugin (`response`,
+    /// sync `datasetRecords`).
+    Carried(&'static str),
+}
+
+impl Family {
+    /// Where the handler parameter named `param` comes from.
+    fn part(self, param: &str) -> Part {
+        match self {
+            Family::UserPool => user_pool::part(param),
+            Family::Sync => sync::part(param),
+        }
+    }
+
+    /// Folds a plugin's returned value into the carried one.
+    fn fold(self, carried: &mut Val, returned: Val) {
+        match self {
+            Family::UserPool => *carried = returned,
+            Family::Sync => sync::merge_records(carried, returned),
+        }
+    }
+
+    /// The message a caller gets when a chain of this family stops on an
+    /// error (Cognito's wording for both of today's families).
+    pub fn failure_message(self, trigger: Trigger, message: &str) -> String {
+        match self {
+            Family::UserPool | Family::Sync => user_pool::cognito_wording(trigger, message),
+        }
+    }
+}
+
+/// The arguments of one chain run: the event as component values.
+pub(crate) struct Args {
+    family: Family,
+    pub(crate) values: Vec<Val>,
+    /// Index, type and event key of the carried argument.
+    carried: Option<(usize, Type, &'static str)>,
+}
+
+impl Args {
+    /// The event as the arguments `handler` takes.
+    pub(crate) fn from_event(
+        family: Family,
+        handler: &Handler,
+        event: &Value,
+    ) -> Result<Args, ConvertError> {
+        let mut values = Vec::with_capacity(handler.params.len());
+        let mut carried = None;
+        for (i, (name, ty)) in handler.params.iter().enumerate() {
+            let value = match family.part(name) {
+                Part::Top => to_val(ty, Some(event))?,
+                Part::Under(key) => to_val(ty, event.get(key)).map_err(|e| e.within(key))?,
+                Part::Carried(key) => {
+                    carried = Some((i, ty.clone(), key));
+                    to_val(ty, event.get(key)).map_err(|e| e.within(key))?
+                }
+            };
+            values.push(value);
+        }
+        Ok(Args {
+            family,
+            values,
+            carried,
+        })
+    }
+
+    /// Takes a plugin's `ok` value into the carried argument, by the
+    /// family's rule.
+    pub(crate) fn fold(&mut self, ok: Option<Val>) {
+        let (Some((index, _, _)), Some(returned)) = (&self.carried, ok) else {
+            return;
+        };
+        self.family.fold(&mut self.values[*index], returned);
+    }
+
+    /// Writes the carried argument back into the event; every field the
+    /// contract does not model stays as it came.
+    pub(crate) fn into_event(self, mut event: Value) -> Result<Value, ConvertError> {
+        if let Some((index, ty, key)) = &self.carried {
+            let json =
+                to_json(ty, &self.values[*index], event.get(*key)).map_err(|e| e.within(*key))?;
+            if let Value::Object(object) = &mut event {
+                object.insert((*key).to_owned(), json);
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// Converts `event` to the values `plugin`'s handler for `trigger` takes
+/// and back, as a chain whose plugins change nothing would: what tests and
+/// fuzzing use to check that conversion loses nothing.
+pub fn round_trip(plugin: &Plugin, trigger: Trigger, event: Value) -> Result<Value, ConvertError> {
+    let Some(handler) = plugin.compiled.handlers.get(&trigger) else {
+        return Ok(event);
+    };
+    Args::from_event(trigger.family(), handler, &event)?.into_event(event)
+}

@@ -1,0 +1,192 @@
+//! A plugin: one `.wasm` component, compiled once and kept ready to
+//! instantiate, with the triggers it serves.
+//!
+//! Loading ([`PluginLoader`]) validates everything before anything serves:
+//! the bytes compile, the imports link against the host, at least one
+//! export is a trigger interface of the contract with the right types
+//! ([`typecheck`]), and the component instantiates without trapping.
+
+mod loader;
+mod typecheck;
+
+pub use loader::PluginLoader;
+
+use crate::engine::state::{CallState, LogBudget};
+use crate::engine::{new_store, Runtime};
+use crate::tenant::limits::Limits;
+use crate::trigger::Trigger;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Type};
+use wasmtime::Store;
+
+/// A plugin file of a tenant, as loaded.
+pub struct Plugin {
+    /// The file stem, such as `10-email-deny-list`: its place in the chain
+    /// and its key in `tenant.toml`.
+    pub name: String,
+    /// The compiled component, shared by every file with the same bytes.
+    pub compiled: Arc<Compiled>,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+    /// Where the compiled code came from.
+    pub origin: Origin,
+}
+
+impl Plugin {
+    /// SHA-256 of the file, hex: the version of this plugin.
+    pub fn hash(&self) -> &str {
+        &self.compiled.hash
+    }
+
+    /// The triggers this plugin serves.
+    pub fn triggers(&self) -> impl Iterator<Item = Trigger> + '_ {
+        self.compiled.handlers.keys().copied()
+    }
+
+    pub fn serves(&self, trigger: Trigger) -> bool {
+        self.compiled.handlers.contains_key(&trigger)
+    }
+
+    /// The parameters (names and types) of this plugin's handler for
+    /// `trigger`, if it serves it.
+    pub fn params(&self, trigger: Trigger) -> Option<&[(String, Type)]> {
+        self.compiled
+            .handlers
+            .get(&trigger)
+            .map(|h| h.params.as_slice())
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("hash", &self.compiled.hash)
+            .field("triggers", &self.triggers().collect::<Vec<_>>())
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// Where a plugin's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled from the `.wasm` just now.
+    Compiled,
+    /// Read from the compile cache on disk (an earlier run compiled it).
+    DiskCache,
+    /// Already in memory: another tenant, or an earlier version of this
+    /// folder, has the same bytes.
+    Shared,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Compiled => "compiled",
+            Origin::DiskCache => "disk-cache",
+            Origin::Shared => "shared",
+        }
+    }
+}
+
+/// A component compiled, linked and validated, ready to instantiate.
+pub struct Compiled {
+    /// SHA-256 of the `.wasm` file, hex.
+    pub hash: String,
+    /// Size of the `.wasm` file in bytes.
+    pub size: usize,
+    pub(crate) handlers: BTreeMap<Trigger, Handler>,
+    pub(crate) pre: InstancePre<CallState>,
+    pub(crate) runtime: Arc<Runtime>,
+}
+
+/// How to call one trigger's `handle` export.
+pub(crate) struct Handler {
+    pub(crate) func: ComponentExportIndex,
+    /// Parameter names and types, in order (`context`, `request`,
+    /// `response` for user pool triggers; `event`, `records` for sync).
+    pub(crate) params: Vec<(String, Type)>,
+}
+
+/// Why a `.wasm` file is not a usable plugin.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PluginError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("does not link against the host: {0}")]
+    Link(String),
+    #[error(
+        "implements no trigger: it exports none of the contract's interfaces \
+         (such as `{}`){}",
+        Trigger::PreSignUp.export_name(),
+        exports_note(.0)
+    )]
+    NoTrigger(Vec<String>),
+    #[error("its export `{export}` does not match the contract: {reason}")]
+    Mismatch { export: String, reason: String },
+    #[error("traps when instantiated: {0}")]
+    Instantiate(String),
+}
+
+fn exports_note(exports: &[String]) -> String {
+    if exports.is_empty() {
+        "; it exports nothing".to_owned()
+    } else {
+        format!("; it exports {}", exports.join(", "))
+    }
+}
+
+impl Compiled {
+    /// A fresh store to instantiate this component in.
+    pub(crate) fn new_store(
+        &self,
+        state: CallState,
+        fuel: u64,
+    ) -> wasmtime::Result<Store<CallState>> {
+        new_store(
+            self.pre.engine(),
+            self.runtime.config().metering,
+            state,
+            fuel,
+        )
+    }
+
+    /// Instantiates the component once, as a request would, and checks the
+    /// types of every trigger export against the contract.
+    async fn probe(&self) -> Result<(), PluginError> {
+        let limits = Limits::default();
+        let state = CallState::new(
+            &limits,
+            Default::default(),
+            Default::default(),
+            LogBudget::new(limits.log_bytes),
+        );
+        let _slot = self.runtime.instance_slot().await;
+        let mut store = self
+            .new_store(state, limits.fuel)
+            .map_err(|e| PluginError::Instantiate(e.to_string()))?;
+        let instantiate = self.pre.instantiate_async(&mut store);
+        let instance = match tokio::time::timeout(limits.timeout, instantiate).await {
+            Ok(Ok(instance)) => instance,
+            Ok(Err(e)) => return Err(PluginError::Instantiate(format!("{e:#}"))),
+            Err(_) => {
+                return Err(PluginError::Instantiate(format!(
+                    "did not finish within {:?}",
+                    limits.timeout
+                )))
+            }
+        };
+        for trigger in self.handlers.keys().copied() {
+            typecheck::typecheck(trigger, &self.pre, &mut store, &instance).map_err(|e| {
+                PluginError::Mismatch {
+                    export: trigger.export_name(),
+                    reason: format!("{e:#}"),
+                }
+            })?;
+        }
+        Ok(())
+    }
+}

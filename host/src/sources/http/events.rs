@@ -1,0 +1,108 @@
+//! The `/v1` routes: events, a tenant's plugins, and health.
+
+use super::{
+    authorization, chain_status, check_tenant_name, dispatch, parse_event, read_body, Api,
+    PathName, RequestError, RequestErrorKind,
+};
+use crate::auth::{sigv4, Credentials};
+use crate::dispatch::ChainError;
+use crate::tenant::Tenant;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub(super) async fn healthz(State(api): State<Api>) -> Json<Value> {
+    Json(json!({"status": "ok", "tenants": api.tenants.count()}))
+}
+
+/// The tenant a `/v1` path names, if the caller's bearer key may use it.
+fn authorized_tenant(
+    api: &Api,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<Tenant>, RequestError> {
+    check_tenant_name(name)?;
+    if authorization(headers).is_some_and(sigv4::is_sigv4) {
+        return Err(RequestError::new(
+            StatusCode::UNAUTHORIZED,
+            RequestErrorKind::Unauthorized,
+            "AWS signatures are accepted on the Lambda route only; use `Authorization: Bearer <key>`",
+        ));
+    }
+    Ok(api
+        .tenants
+        .authorize(name, &Credentials::bearer(authorization(headers)))?)
+}
+
+fn chain_error_body(error: &ChainError) -> Value {
+    json!({"error": {
+        "kind": error.kind.as_str(),
+        "message": error.cognito_message(),
+        "reason": error.message,
+        "trigger": error.trigger.cognito_name(),
+        "plugin": error.plugin,
+        "attempts": error.attempts,
+    }})
+}
+
+pub(super) async fn event(
+    State(api): State<Api>,
+    PathName(tenant): PathName,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RequestError> {
+    let tenant = authorized_tenant(&api, &tenant, &headers)?;
+    let event = parse_event(&read_body(&headers, body).await?)?;
+    Ok(match dispatch(&api, &tenant, event).await? {
+        Ok(event) => Json(event).into_response(),
+        Err(error) => (chain_status(error.kind), Json(chain_error_body(&error))).into_response(),
+    })
+}
+
+pub(super) async fn plugins(
+    State(api): State<Api>,
+    PathName(tenant): PathName,
+    headers: HeaderMap,
+) -> Result<Json<Value>, RequestError> {
+    let tenant = authorized_tenant(&api, &tenant, &headers)?;
+    let plugins: Vec<Value> = tenant
+        .plugins
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "triggers": p.triggers().map(|t| t.wit_name()).collect::<Vec<_>>(),
+                "hash": p.hash(),
+                "size": p.compiled.size,
+                "loadedAt": unix_millis(p.loaded_at),
+                "origin": p.origin.as_str(),
+                "lastError": tenant.failure_of(&p.name).map(|f| &f.error),
+            })
+        })
+        .collect();
+    let errors: Vec<Value> = tenant
+        .failures
+        .iter()
+        .map(|f| {
+            json!({
+                "plugin": f.plugin,
+                "error": f.error,
+                "servingPrevious": f.serving_previous,
+                "at": unix_millis(f.at),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({"tenant": tenant.name, "plugins": plugins, "errors": errors}),
+    ))
+}
+
+fn unix_millis(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

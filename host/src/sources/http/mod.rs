@@ -1,0 +1,318 @@
+//! The HTTP API, a [`Source`] of events.
+//!
+//! - `POST /v1/tenants/{tenant}/events`, `GET /v1/tenants/{tenant}/plugins`,
+//!   `GET /healthz` ([`events`]);
+//! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
+//!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]).
+//!
+//! Every error is JSON: `{"error": {"kind", "message"}}` on the `/v1`
+//! routes, Lambda's own shapes on the Lambda route.
+
+mod events;
+mod lambda;
+
+use super::{Source, Stop};
+use crate::auth::AuthError;
+use crate::dispatch::{Dispatcher, ErrorKind, InvokeError};
+use crate::tenant::registry::Tenants;
+use crate::tenant::{is_tenant_name, Tenant};
+use axum::body::{Body, Bytes};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Largest request body accepted, in bytes. Cognito's events are a few
+/// kilobytes; Lambda's own limit for a synchronous payload is 6 MB.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What every handler needs: the tenants and the dispatcher.
+#[derive(Clone)]
+pub struct Api {
+    pub tenants: Arc<Tenants>,
+    pub dispatcher: Arc<Dispatcher>,
+}
+
+/// The API's routes.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/healthz", get(events::healthz))
+        .route("/v1/tenants/{tenant}/events", post(events::event))
+        .route("/v1/tenants/{tenant}/plugins", get(events::plugins))
+        .route(
+            "/2015-03-31/functions/{function}/invocations",
+            post(lambda::invoke),
+        )
+        .fallback(not_found)
+        .with_state(api)
+}
+
+/// The HTTP API on a listener, as a source `serve` starts and stops.
+pub struct HttpSource {
+    pub listener: tokio::net::TcpListener,
+    pub api: Api,
+}
+
+impl Source for HttpSource {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn run(
+        self: Box<Self>,
+        stop: Stop,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
+        Box::pin(async move {
+            axum::serve(self.listener, router(self.api))
+                .with_graceful_shutdown(stop.stopped())
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// What went wrong with a request that did not reach a chain. The names
+/// are part of the API (`error.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestErrorKind {
+    NotFound,
+    UnknownTenant,
+    PayloadTooLarge,
+    MalformedJson,
+    UnknownTrigger,
+    InvalidEvent,
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    InvalidSignature,
+    TooManyRequests,
+}
+
+impl RequestErrorKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RequestErrorKind::NotFound => "not-found",
+            RequestErrorKind::UnknownTenant => "unknown-tenant",
+            RequestErrorKind::PayloadTooLarge => "payload-too-large",
+            RequestErrorKind::MalformedJson => "malformed-json",
+            RequestErrorKind::UnknownTrigger => "unknown-trigger",
+            RequestErrorKind::InvalidEvent => "invalid-event",
+            RequestErrorKind::InvalidRequest => "invalid-request",
+            RequestErrorKind::Unauthorized => "unauthorized",
+            RequestErrorKind::Forbidden => "forbidden",
+            RequestErrorKind::InvalidSignature => "invalid-signature",
+            RequestErrorKind::TooManyRequests => "too-many-requests",
+        }
+    }
+
+    /// The name AWS gives this error in `x-amzn-ErrorType`.
+    pub(crate) fn aws_type(self) -> &'static str {
+        match self {
+            RequestErrorKind::NotFound | RequestErrorKind::UnknownTenant => {
+                "ResourceNotFoundException"
+            }
+            RequestErrorKind::PayloadTooLarge => "RequestTooLargeException",
+            RequestErrorKind::Unauthorized => "UnrecognizedClientException",
+            RequestErrorKind::Forbidden => "AccessDeniedException",
+            RequestErrorKind::InvalidSignature => "InvalidSignatureException",
+            RequestErrorKind::TooManyRequests => "TooManyRequestsException",
+            RequestErrorKind::MalformedJson
+            | RequestErrorKind::UnknownTrigger
+            | RequestErrorKind::InvalidEvent
+            | RequestErrorKind::InvalidRequest => "InvalidRequestContentException",
+        }
+    }
+}
+
+/// A request that did not reach a chain, and its HTTP answer.
+#[derive(Debug)]
+pub(crate) struct RequestError {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: RequestErrorKind,
+    pub(crate) message: String,
+}
+
+impl RequestError {
+    pub(crate) fn new(
+        status: StatusCode,
+        kind: RequestErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        RequestError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AuthError> for RequestError {
+    fn from(error: AuthError) -> Self {
+        let (status, kind) = match error {
+            AuthError::WrongTenant => (StatusCode::FORBIDDEN, RequestErrorKind::Forbidden),
+            AuthError::Signature(_) => (StatusCode::FORBIDDEN, RequestErrorKind::InvalidSignature),
+            AuthError::MissingKey | AuthError::UnknownKey | AuthError::NoKeys => {
+                (StatusCode::UNAUTHORIZED, RequestErrorKind::Unauthorized)
+            }
+        };
+        RequestError::new(status, kind, error.to_string())
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(json!({"error": {"kind": self.kind.as_str(), "message": self.message}})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+async fn not_found() -> RequestError {
+    RequestError::new(
+        StatusCode::NOT_FOUND,
+        RequestErrorKind::NotFound,
+        "no such route; see the README for the API",
+    )
+}
+
+/// The path's one parameter (a tenant or function name), with a JSON error
+/// for a path axum cannot decode (bad percent-encoding, invalid UTF-8).
+pub(crate) struct PathName(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathName {
+    type Rejection = RequestError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(name)) => Ok(PathName(name)),
+            Err(rejection) => Err(RequestError::new(
+                StatusCode::BAD_REQUEST,
+                RequestErrorKind::InvalidRequest,
+                format!("the path cannot be read: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
+/// Checks that `name` can name a tenant at all (anything else is a 404
+/// that says so: such a name tells nothing about which tenants exist).
+pub(crate) fn check_tenant_name(name: &str) -> Result<(), RequestError> {
+    if is_tenant_name(name) {
+        Ok(())
+    } else {
+        Err(RequestError::new(
+            StatusCode::NOT_FOUND,
+            RequestErrorKind::UnknownTenant,
+            format!("{name:?} is not a tenant name: tenant names are letters, digits, - and _"),
+        ))
+    }
+}
+
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Reads the body, within [`MAX_BODY_BYTES`].
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, RequestError> {
+    let too_large = || {
+        RequestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RequestErrorKind::PayloadTooLarge,
+            format!("the body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        discard(body).await;
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// Reads and drops a refused body, up to a bound, so the client gets to
+/// read the 413 instead of a connection reset mid-upload.
+async fn discard(mut body: Body) {
+    use http_body_util::BodyExt;
+    const DISCARD_LIMIT: usize = 16 * MAX_BODY_BYTES;
+    let mut seen = 0;
+    while seen <= DISCARD_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
+/// The body as an event: JSON, with no key twice.
+pub(crate) fn parse_event(bytes: &[u8]) -> Result<Value, RequestError> {
+    super::json::parse_strict(bytes).map_err(|e| {
+        RequestError::new(
+            StatusCode::BAD_REQUEST,
+            RequestErrorKind::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// Runs an event through the dispatcher, splitting its errors into a
+/// chain that failed (answered by the route in its own shape) and an
+/// event that never ran.
+pub(crate) async fn dispatch(
+    api: &Api,
+    tenant: &Tenant,
+    event: Value,
+) -> Result<Result<Value, crate::dispatch::ChainError>, RequestError> {
+    match api.dispatcher.dispatch(tenant, event).await {
+        Ok(event) => Ok(Ok(event)),
+        Err(InvokeError::Chain(error)) => Ok(Err(error)),
+        Err(InvokeError::Route(e)) => Err(RequestError::new(
+            StatusCode::BAD_REQUEST,
+            RequestErrorKind::UnknownTrigger,
+            e.to_string(),
+        )),
+        Err(shape @ InvokeError::Shape { .. }) => Err(RequestError::new(
+            StatusCode::BAD_REQUEST,
+            RequestErrorKind::InvalidEvent,
+            shape.to_string(),
+        )),
+        Err(busy @ InvokeError::TooManyRequests { .. }) => Err(RequestError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RequestErrorKind::TooManyRequests,
+            busy.to_string(),
+        )),
+    }
+}
+
+/// The HTTP status of a chain that stopped on an error.
+pub(crate) fn chain_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Denied => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::NoHandler => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::OutOfFuel
+        | ErrorKind::OutOfMemory
+        | ErrorKind::Trap
+        | ErrorKind::InvalidOutput => StatusCode::BAD_GATEWAY,
+    }
+}

@@ -16,5 +16,6 @@ pub mod plugin;
 pub mod runtime;
 pub mod sigv4;
 pub mod tenant;
+pub mod tenant_files;
 pub mod trigger;
 pub mod watch;

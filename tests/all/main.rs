@@ -8,6 +8,7 @@ mod chain;
 mod cli;
 mod common;
 mod fuzz;
+mod hostile_files;
 mod http_api;
 mod lambda;
 mod outbound;

@@ -3,11 +3,13 @@
 //! The guests (example plugins and test guests) are built for
 //! wasm32-wasip2 by `triggerfish-test-support`'s build script.
 
+mod bounded_work;
 mod budget;
 mod chain;
 mod cli;
 mod common;
 mod fuzz;
+mod hostile_files;
 mod http_api;
 mod lambda;
 mod outbound;

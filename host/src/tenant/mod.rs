@@ -9,6 +9,7 @@
 //! ```
 
 pub mod file;
+pub mod files;
 pub mod limits;
 pub mod operator;
 pub mod registry;
@@ -19,6 +20,7 @@ use crate::engine::outbound::Outbound;
 use crate::engine::state::PluginConfig;
 use crate::plugin::{Plugin, PluginLoader};
 use file::{AuthConfig, TenantFile};
+use files::{off_worker, read_regular_file, FileError};
 use limits::{Limits, Quotas};
 use operator::TenantPolicy;
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ use std::time::SystemTime;
 
 /// The name of a tenant's settings file inside its folder.
 pub const TENANT_FILE: &str = "tenant.toml";
+/// The largest `tenant.toml` read (1 MiB); a larger one is refused.
+pub const TENANT_FILE_MAX_BYTES: u64 = 1 << 20;
 
 /// Whether `name` can name a tenant: 1 to 64 ASCII letters, digits, `-` or
 /// `_`, starting with a letter or digit. Anything else (dots, slashes,
@@ -164,7 +168,15 @@ impl Tenant {
             name: name.to_owned(),
             ..Tenant::default()
         };
-        match read_tenant_file(dir).and_then(|file| Settings::resolve(file, policy)) {
+        // Everything from the folder at once, off the async workers: a
+        // hostile folder can slow a blocking thread, never the host.
+        let folder = {
+            let dir = dir.to_owned();
+            let policy = policy.clone();
+            let fallback = previous.map(|p| p.quotas.clone());
+            off_worker(move || read_folder(&dir, &policy, fallback)).await
+        };
+        match folder.settings {
             Ok(settings) => tenant.set(settings),
             Err(error) => {
                 tracing::error!(tenant = name, %error, "tenant.toml refused");
@@ -189,16 +201,8 @@ impl Tenant {
             _ => Inflight::new(tenant.quotas.concurrency),
         };
 
-        for (index, (stem, path)) in wasm_files(dir).into_iter().enumerate() {
+        for (stem, read) in folder.plugins {
             let before = previous.and_then(|p| p.plugins.iter().find(|plugin| plugin.name == stem));
-            let read = if index >= tenant.quotas.plugins {
-                Err(format!(
-                    "over the tenant's quota of {} plugins",
-                    tenant.quotas.plugins
-                ))
-            } else {
-                read_plugin_file(&path, tenant.quotas.wasm_bytes)
-            };
             let loaded = match read {
                 Ok(bytes) if before.is_some_and(|b| b.hash() == sha256_hex(&bytes)) => {
                     tenant.plugins.push(before.unwrap().clone());
@@ -276,62 +280,92 @@ impl Tenant {
     }
 }
 
-/// Reads a plugin file: a regular file (never a link out of the folder)
-/// of at most `limit` bytes.
-fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let metadata = std::fs::symlink_metadata(path).map_err(cannot_read)?;
-    if !metadata.is_file() {
-        return Err(
-            "is a link or not a regular file: plugins must be files in the tenant folder"
-                .to_owned(),
-        );
-    }
-    let too_large = |size: u64| {
-        format!("the file is {size} bytes, over the tenant's quota of {limit} bytes ([quotas] wasm-kib in tenant.toml)")
-    };
-    if metadata.len() > limit {
-        return Err(too_large(metadata.len()));
-    }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .map_err(cannot_read)?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
+/// What a load needs from a tenant folder, read in one go off the async
+/// workers (see [`read_folder`]).
+struct FolderSnapshot {
+    /// `tenant.toml` resolved within the operator's policy (the defaults
+    /// when there is none), or why it was refused.
+    settings: Result<Settings, String>,
+    /// Each `.wasm` entry by file stem, in file-name order: its bytes, or
+    /// why they were not read.
+    plugins: Vec<(String, Result<Vec<u8>, String>)>,
 }
 
+/// Reads a tenant folder: `tenant.toml`, then each `.wasm` entry within
+/// the quotas it resolves to (`fallback`, the quotas of the tenant as it
+/// was, when it is refused; the operator's when there was none). Blocking:
+/// see [`files`].
+fn read_folder(dir: &Path, policy: &TenantPolicy, fallback: Option<Quotas>) -> FolderSnapshot {
+    let settings = read_tenant_file(dir).and_then(|file| Settings::resolve(file, policy));
+    let quotas = match &settings {
+        Ok(settings) => settings.quotas.clone(),
+        Err(_) => fallback.unwrap_or_else(|| policy.quotas.clone()),
+    };
+    let plugins = wasm_files(dir)
+        .into_iter()
+        .enumerate()
+        .map(|(index, (stem, path))| {
+            let read = if index >= quotas.plugins {
+                Err(format!(
+                    "over the tenant's quota of {} plugins",
+                    quotas.plugins
+                ))
+            } else {
+                read_plugin_file(&path, quotas.wasm_bytes)
+            };
+            (stem, read)
+        })
+        .collect();
+    FolderSnapshot { settings, plugins }
+}
+
+/// Reads a plugin file: a regular file (never a link out of the folder,
+/// never a FIFO) of at most `limit` bytes. Blocking.
+fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    read_regular_file(path, limit).map_err(|e| match e {
+        FileError::Link | FileError::NotRegular(_) => {
+            format!("{e}: plugins must be regular files in the tenant folder")
+        }
+        FileError::TooLarge { size, limit } => format!(
+            "the file is {size} bytes, over the tenant's quota of {limit} bytes ([quotas] wasm-kib)"
+        ),
+        FileError::Grew { limit } => format!(
+            "the file grew past the tenant's quota of {limit} bytes while being read ([quotas] wasm-kib)"
+        ),
+        e => format!("{}: {e}", path.display()),
+    })
+}
+
+/// Reads and parses `tenant.toml` (the defaults when there is none): a
+/// regular file of at most [`TENANT_FILE_MAX_BYTES`]. Blocking.
 fn read_tenant_file(dir: &Path) -> Result<TenantFile, String> {
     let path = dir.join(TENANT_FILE);
-    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-        return Err(format!(
-            "{TENANT_FILE} is a link or not a regular file: it must be a file in the tenant folder"
-        ));
-    }
-    match std::fs::read_to_string(&path) {
-        Ok(text) => TenantFile::parse(&text).map_err(|e| format!("{TENANT_FILE}: {e}")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TenantFile::default()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
+    let bytes = match read_regular_file(&path, TENANT_FILE_MAX_BYTES) {
+        Ok(bytes) => bytes,
+        Err(FileError::Missing) => return Ok(TenantFile::default()),
+        Err(e @ (FileError::Link | FileError::NotRegular(_))) => {
+            return Err(format!(
+                "{TENANT_FILE} {e}: it must be a regular file in the tenant folder"
+            ))
+        }
+        Err(e) => return Err(format!("{TENANT_FILE} {e}")),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| format!("{TENANT_FILE} is not UTF-8"))?;
+    TenantFile::parse(&text).map_err(|e| format!("{TENANT_FILE}: {e}"))
 }
 
 /// The `.wasm` entries of a tenant folder, by file stem, in file-name
-/// order: regular files, and links (which are listed so that loading can
-/// refuse them by name; they are never followed).
+/// order: every kind of entry but folders (links, FIFOs and the like are
+/// listed so that loading refuses them by name, rather than the plugin
+/// silently leaving the chain; they are never opened as such). Blocking.
 pub fn wasm_files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut files: Vec<(String, std::path::PathBuf)> = entries
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_type()
-                .map(|t| t.is_file() || t.is_symlink())
-                .unwrap_or(false)
-        })
+        // `file_type` does not follow links.
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
         .filter_map(|e| {
             let path = e.path();
             let is_wasm = path.extension().and_then(|x| x.to_str()) == Some("wasm");

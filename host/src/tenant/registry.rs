@@ -1,6 +1,7 @@
 //! The registry of tenants: every tenant of one plugins folder, swapped
 //! whole on reload, and who may call them.
 
+use super::files::{self, off_worker};
 use super::operator::OperatorConfig;
 use super::{is_tenant_name, Tenant};
 use crate::auth::{self, AuthError, Credentials};
@@ -57,24 +58,24 @@ impl Tenants {
     /// ones stop serving, and every other tenant is reloaded (files whose
     /// bytes did not change are kept as they are).
     pub async fn reload_all(&self) -> anyhow::Result<()> {
-        let names = self.tenant_folders()?;
+        let names = self.tenant_folders().await?;
         let known: Vec<String> = self.tenants.load().keys().cloned().collect();
         self.reload_tenants(names.into_iter().chain(known)).await;
         Ok(())
     }
 
-    /// The tenant folders in the plugins folder, by name.
-    fn tenant_folders(&self) -> anyhow::Result<Vec<String>> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
-            anyhow::anyhow!("cannot read the plugins folder {}: {e}", self.dir.display())
-        })?;
+    /// The tenant folders in the plugins folder, by name (listed off the
+    /// async workers).
+    async fn tenant_folders(&self) -> anyhow::Result<Vec<String>> {
+        let dir = self.dir.clone();
+        let folders = off_worker(move || files::folders(&dir))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read the plugins folder {}: {e}", self.dir.display())
+            })?;
         let mut names = Vec::new();
-        for entry in entries.filter_map(Result::ok) {
-            // Links are not followed: a tenant is a real folder here.
-            if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
+        // Links are not followed: a tenant is a real folder here.
+        for name in folders {
             if is_tenant_name(&name) {
                 names.push(name);
             } else if !name.starts_with('.') {
@@ -93,9 +94,10 @@ impl Tenants {
         let mut tenants = BTreeMap::clone(&self.tenants.load());
         for name in names {
             let dir = self.dir.join(&name);
-            let is_folder = std::fs::symlink_metadata(&dir)
-                .map(|m| m.is_dir())
-                .unwrap_or(false);
+            let is_folder = {
+                let dir = dir.clone();
+                off_worker(move || files::is_folder(&dir)).await
+            };
             if !is_folder {
                 if tenants.remove(&name).is_some() {
                     tracing::info!(tenant = %name, "tenant folder removed; the tenant no longer serves");

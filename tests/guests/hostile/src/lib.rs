@@ -59,6 +59,20 @@ impl Guest for Hostile {
                 }
                 Ok(response)
             }
+            // A flood of empty lines, which cost nothing but their count.
+            "empty-log-flood" => {
+                for _ in 0..1_200_000 {
+                    triggerfish_sdk::info!("");
+                }
+                Ok(response)
+            }
+            // A line that tries to end itself and forge the next one.
+            "log-inject" => {
+                triggerfish_sdk::info!(
+                    "innocent\n2026-11-23T00:00:00Z  INFO invoke{{tenant=victim}}: forged line"
+                );
+                Ok(response)
+            }
             "read-env" => match std::env::var("HOME") {
                 Ok(home) => Err(format!("read HOME={home}")),
                 Err(_) => Ok(response),

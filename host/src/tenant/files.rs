@@ -1,0 +1,184 @@
+//! Reading what a tenant put in its folder without trusting it.
+//!
+//! A tenant can write anything into its folder: links, FIFOs, sockets,
+//! files that grow while they are read, names swapped between a file and a
+//! FIFO in a loop (`renameat2(RENAME_EXCHANGE)`). Checking a path and then
+//! opening it is a race the tenant wins, and opening a FIFO with no writer
+//! blocks for ever. So a file is opened once, without following a link and
+//! without blocking, and everything is decided on the open descriptor.
+//!
+//! These are blocking calls: run them off the async workers
+//! ([`off_worker`]), never on one.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Why a tenant's file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("does not exist")]
+    Missing,
+    /// The name is a symbolic link: links are never followed, wherever
+    /// they point.
+    #[error("is a link (links are never followed)")]
+    Link,
+    /// A FIFO, socket, device or directory: only regular files are read.
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    /// The file was within the limit when opened and grew past it while
+    /// being read.
+    #[error("grew past the limit of {limit} bytes while being read")]
+    Grew { limit: u64 },
+    #[error("cannot be read: {0}")]
+    Io(std::io::Error),
+}
+
+/// Reads a regular file of at most `limit` bytes.
+///
+/// The file is opened with `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+/// O_CLOEXEC`, so opening never follows a link in the last component of
+/// `path` (only the tenant's own name: the folders above it are the
+/// operator's) and never waits for a FIFO's writer. Its type and size come
+/// from `fstat` on the open descriptor, so a name swapped after the open
+/// changes nothing. At most `limit + 1` bytes are read, so a file growing
+/// while it is read is caught too.
+///
+/// Fails with [`FileError::Link`] for a link, [`FileError::NotRegular`] for
+/// a FIFO, socket, device or directory, [`FileError::TooLarge`] /
+/// [`FileError::Grew`] past `limit`, [`FileError::Missing`] when there is
+/// nothing by that name. Blocking: call it off the async workers.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+        Errno::NOENT => FileError::Missing,
+        // What O_NOFOLLOW answers for a link (EMLINK on some BSDs).
+        Errno::LOOP | Errno::MLINK => FileError::Link,
+        // What open answers for a socket, or a device with no driver.
+        Errno::NXIO => FileError::NotRegular("a socket or a device"),
+        e => FileError::Io(e.into()),
+    })?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| FileError::Io(e.into()))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => {}
+        other => return Err(FileError::NotRegular(describe(other))),
+    }
+    let size = stat.st_size as u64;
+    if size > limit {
+        return Err(FileError::TooLarge { size, limit });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    File::from(fd)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(FileError::Grew { limit });
+    }
+    Ok(bytes)
+}
+
+fn describe(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "of an unknown type",
+    }
+}
+
+/// The names of the real folders (not links to folders) in the plugins
+/// folder, unfiltered: the caller decides which are tenant names.
+/// Blocking.
+pub fn folders(plugins_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(plugins_dir)?.filter_map(Result::ok) {
+        // `file_type` does not follow links: a link to a folder is no tenant.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Whether `path` is a real folder (a link to one is not). Blocking.
+pub fn is_folder(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Runs blocking filesystem work on tokio's blocking threads, so a slow or
+/// hostile folder holds one of those, never an async worker. A panic in
+/// `work` is passed on to the caller as if it had run inline.
+pub async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "triggerfish-tenant-files-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_regular_files_within_the_limit() {
+        let dir = scratch("regular");
+        let file = dir.join("a.wasm");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular_file(&file, 5).unwrap(), b"12345");
+        assert!(matches!(
+            read_regular_file(&file, 4),
+            Err(FileError::TooLarge { size: 5, limit: 4 })
+        ));
+        assert!(matches!(
+            read_regular_file(&dir.join("none"), 4),
+            Err(FileError::Missing)
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_links_fifos_and_folders_without_blocking() {
+        let dir = scratch("hostile");
+        std::fs::write(dir.join("real"), b"x").unwrap();
+        symlink(dir.join("real"), dir.join("link")).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, dir.join("fifo"), Mode::from(0o600)).unwrap();
+        std::fs::create_dir(dir.join("folder")).unwrap();
+
+        let link = read_regular_file(&dir.join("link"), 10).unwrap_err();
+        assert!(matches!(link, FileError::Link), "{link}");
+        // With no writer, a blocking open of the FIFO would never return.
+        let fifo = read_regular_file(&dir.join("fifo"), 10).unwrap_err();
+        assert_eq!(fifo.to_string(), "is a FIFO, not a regular file");
+        let folder = read_regular_file(&dir.join("folder"), 10).unwrap_err();
+        assert_eq!(folder.to_string(), "is a directory, not a regular file");
+
+        symlink(dir.join("folder"), dir.join("linked-folder")).unwrap();
+        assert_eq!(folders(&dir).unwrap(), ["folder"]);
+        assert!(is_folder(&dir.join("folder")));
+        assert!(!is_folder(&dir.join("linked-folder")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -7,12 +7,14 @@
 
 pub mod auth;
 pub mod chain;
+pub mod compile;
 pub mod convert;
 pub mod host;
 pub mod http;
 pub mod limits;
 pub mod outbound;
 pub mod plugin;
+pub mod remembered;
 pub mod runtime;
 pub mod sigv4;
 pub mod tenant;

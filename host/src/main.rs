@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use triggerfish::auth::hash_key;
 use triggerfish::chain::{self, InvokeError};
+use triggerfish::compile::{self, Compiler, SubprocessCompiler, WorkerArgs};
 use triggerfish::host::Host;
+use triggerfish::limits::Limits;
 use triggerfish::plugin::PluginLoader;
 use triggerfish::runtime::{Runtime, RuntimeConfig};
 use triggerfish::tenant::{is_tenant_name, Tenant};
@@ -78,6 +80,13 @@ enum Command {
         /// The key; read from standard input when left out.
         key: Option<String>,
     },
+    /// Compiles the component on standard input to standard output: the
+    /// child process the host compiles plugins in, under its limits.
+    #[command(name = compile::WORKER_COMMAND, hide = true)]
+    CompileWorker {
+        #[command(flatten)]
+        args: WorkerArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -96,6 +105,12 @@ struct EngineArgs {
     /// The most memory (MiB) any tenant may give one plugin instance.
     #[arg(long, default_value_t = RuntimeConfig::default().max_memory_bytes >> 20)]
     max_memory_mib: u64,
+    /// CPU seconds one plugin compile may use (in a child process).
+    #[arg(long, default_value_t = compile::DEFAULT_COMPILE_CPU_SECONDS)]
+    compile_cpu_seconds: u64,
+    /// Memory (MiB of address space) one plugin compile may use.
+    #[arg(long, default_value_t = compile::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
+    compile_memory_mib: u64,
 }
 
 impl EngineArgs {
@@ -111,7 +126,12 @@ impl EngineArgs {
             (Some(dir), false) => Some(dir.clone()),
             (None, false) => default_cache_dir(),
         };
-        Ok(PluginLoader::new(Arc::new(runtime), cache_dir.as_deref()))
+        let mut compiler = SubprocessCompiler::new(compile::own_executable()?);
+        compiler.cpu_seconds = self.compile_cpu_seconds;
+        compiler.memory_bytes = self.compile_memory_mib << 20;
+        compiler.wall_timeout = compile::wall_timeout_for(compiler.cpu_seconds);
+        Ok(PluginLoader::new(Arc::new(runtime), cache_dir.as_deref())
+            .with_compiler(Compiler::Subprocess(compiler)))
     }
 }
 
@@ -132,6 +152,10 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Command::CompileWorker { args } = &cli.command {
+        // No async runtime: the worker only compiles.
+        return std::process::ExitCode::from(compile::run_worker(args));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -218,12 +242,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 max_instances: 4,
                 ..RuntimeConfig::default()
             };
-            let loader = PluginLoader::new(Arc::new(Runtime::new(config)?), None);
+            let loader = PluginLoader::new(Arc::new(Runtime::new(config)?), None)
+                .with_compiler(Compiler::subprocess(compile::own_executable()?));
             let name = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match loader.load(&name, bytes).await {
+            match loader.load(&name, bytes, &Limits::default()).await {
                 Ok(plugin) => {
                     println!(
                         "{}: a valid plugin (sha256 {})",
@@ -250,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("{}", hash_key(&key));
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::CompileWorker { .. } => unreachable!("handled before the async runtime starts"),
     }
 }
 

@@ -4,16 +4,22 @@
 //! Loading validates everything before anything serves: the bytes compile,
 //! the imports link against the host, at least one export is a trigger
 //! interface of the contract with the right types, and the component
-//! instantiates without trapping.
+//! instantiates without trapping under the limits it will run with.
+//!
+//! Compiling is bounded (see [`crate::compile`]), and a file that failed
+//! to load is refused at once when its bytes come again (see
+//! [`crate::remembered`]).
 
+use crate::compile::{check_shape, CompileError, Compiler};
 use crate::limits::Limits;
+use crate::remembered::{Counters, Failures, LoadCounts, ProbeLimits};
 use crate::runtime::{bindings, new_store, CallState, LogBudget, Runtime};
 use crate::trigger::Trigger;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, Type};
 use wasmtime::Store;
@@ -98,6 +104,8 @@ pub struct Compiled {
     pub(crate) handlers: BTreeMap<Trigger, Handler>,
     pub(crate) pre: InstancePre<CallState>,
     pub(crate) runtime: Arc<Runtime>,
+    /// The limits this component passed its load-time probe under.
+    probed: Mutex<Vec<ProbeLimits>>,
 }
 
 /// How to call one trigger's `handle` export.
@@ -113,6 +121,9 @@ pub(crate) struct Handler {
 pub enum PluginError {
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
+    /// Refused before compiling, or the compile ran into a limit.
+    #[error(transparent)]
+    CompileLimit(CompileError),
     #[error("does not link against the host: {0}")]
     Link(String),
     #[error(
@@ -126,6 +137,25 @@ pub enum PluginError {
     Mismatch { export: String, reason: String },
     #[error("traps when instantiated: {0}")]
     Instantiate(String),
+}
+
+impl From<CompileError> for PluginError {
+    fn from(error: CompileError) -> PluginError {
+        match error {
+            CompileError::Invalid(message) => PluginError::Compile(message),
+            other => PluginError::CompileLimit(other),
+        }
+    }
+}
+
+/// The longest a load-time probe may take, whatever the plugin's own
+/// `timeout-ms`: initialising a plugin is quick, and a probe holds up its
+/// tenant's reload.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_millis(crate::limits::DEFAULT_TIMEOUT_MS);
+
+/// The timeout of a load-time probe under these limits.
+fn probe_timeout(limits: &Limits) -> Duration {
+    limits.timeout.min(MAX_PROBE_TIMEOUT)
 }
 
 fn exports_note(exports: &[String]) -> String {
@@ -161,12 +191,29 @@ impl Compiled {
         )
     }
 
-    /// Instantiates the component once, as a request would, and checks the
-    /// types of every trigger export against the contract.
-    async fn probe(&self) -> Result<(), PluginError> {
-        let limits = Limits::default();
+    fn probed_with(&self, limits: ProbeLimits) -> bool {
+        let probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+        probed.contains(&limits)
+    }
+
+    fn mark_probed(&self, limits: ProbeLimits) {
+        let mut probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+        // A handful of distinct limits in practice; a tenant that keeps
+        // changing its limits only costs a probe again.
+        if probed.len() >= 16 {
+            probed.clear();
+        }
+        probed.push(limits);
+    }
+
+    /// Instantiates the component once, as a request would and under the
+    /// limits its calls will have (its timeout capped at
+    /// [`MAX_PROBE_TIMEOUT`]), and checks the types of every trigger export
+    /// against the contract.
+    async fn probe(&self, limits: &Limits) -> Result<(), PluginError> {
+        let timeout = probe_timeout(limits);
         let state = CallState::new(
-            &limits,
+            limits,
             Default::default(),
             Default::default(),
             LogBudget::new(limits.log_bytes),
@@ -176,13 +223,12 @@ impl Compiled {
             .new_store(state, limits.fuel)
             .map_err(|e| PluginError::Instantiate(e.to_string()))?;
         let instantiate = self.pre.instantiate_async(&mut store);
-        let instance = match tokio::time::timeout(limits.timeout, instantiate).await {
+        let instance = match tokio::time::timeout(timeout, instantiate).await {
             Ok(Ok(instance)) => instance,
             Ok(Err(e)) => return Err(PluginError::Instantiate(format!("{e:#}"))),
             Err(_) => {
                 return Err(PluginError::Instantiate(format!(
-                    "did not finish within {:?}",
-                    limits.timeout
+                    "did not finish within {timeout:?}"
                 )))
             }
         };
@@ -200,16 +246,22 @@ impl Compiled {
 
 /// Loads plugins: compiles each distinct `.wasm` once, keeps compiled code
 /// on disk so a restart does not compile again, and shares it in memory
-/// between every file with the same bytes.
+/// between every file with the same bytes. Remembers the last failures by
+/// content, so bytes that failed are refused at once.
 pub struct PluginLoader {
     runtime: Arc<Runtime>,
     /// `<cache dir>/<engine fingerprint>/`, if caching on disk.
     disk_cache: Option<PathBuf>,
     in_memory: Mutex<HashMap<String, Weak<Compiled>>>,
+    compiler: Compiler,
+    failures: Failures,
+    counters: Counters,
 }
 
 impl PluginLoader {
-    /// A loader with its compile cache in `cache_dir` (none: no disk cache).
+    /// A loader with its compile cache in `cache_dir` (none: no disk
+    /// cache), compiling in process ([`Compiler::InProcess`]; see
+    /// [`PluginLoader::with_compiler`]).
     ///
     /// Whoever can write to the cache directory can run native code in the
     /// host, so it must be private to the host's user; it is created 0700.
@@ -228,13 +280,59 @@ impl PluginLoader {
             runtime,
             disk_cache,
             in_memory: Mutex::new(HashMap::new()),
+            compiler: Compiler::InProcess,
+            failures: Failures::default(),
+            counters: Counters::default(),
         }
     }
 
-    /// Loads one plugin file's bytes as plugin `name`. Compilation runs on
-    /// a blocking thread, never on the async runtime.
-    pub async fn load(&self, name: &str, bytes: Vec<u8>) -> Result<Plugin, PluginError> {
+    /// This loader, compiling with `compiler` (a [`Compiler::Subprocess`]
+    /// bounds each compile in CPU time, memory and wall-clock time).
+    pub fn with_compiler(mut self, compiler: Compiler) -> PluginLoader {
+        self.compiler = compiler;
+        self
+    }
+
+    /// What this loader has compiled, probed and refused from memory.
+    pub fn counts(&self) -> LoadCounts {
+        self.counters.snapshot(&self.failures)
+    }
+
+    /// Loads one plugin file's bytes as plugin `name`, probing it under
+    /// `limits`, the limits its calls will have. Compilation runs on a
+    /// blocking thread (or a child process), never on the async runtime.
+    /// Bytes that failed before are refused at once with the same error
+    /// (a failed probe only under the same limits).
+    pub async fn load(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        limits: &Limits,
+    ) -> Result<Plugin, PluginError> {
         let hash = content_hash(&bytes);
+        let probe_limits = ProbeLimits::of(limits, probe_timeout(limits));
+        if let Some(error) = self.failures.recall(&hash, probe_limits) {
+            Counters::add(&self.counters.refused_as_remembered);
+            tracing::debug!(plugin = name, hash = %&hash[..12], "refused: these bytes failed to load before");
+            return Err(error);
+        }
+        let loaded = self
+            .load_unremembered(name, hash.clone(), bytes, limits, probe_limits)
+            .await;
+        if let Err(error) = &loaded {
+            self.failures.remember(&hash, probe_limits, error);
+        }
+        loaded
+    }
+
+    async fn load_unremembered(
+        &self,
+        name: &str,
+        hash: String,
+        bytes: Vec<u8>,
+        limits: &Limits,
+        probe_limits: ProbeLimits,
+    ) -> Result<Plugin, PluginError> {
         let plugin = |compiled, origin| Plugin {
             name: name.to_owned(),
             compiled,
@@ -242,6 +340,14 @@ impl PluginLoader {
             origin,
         };
         if let Some(compiled) = self.shared(&hash) {
+            // Shared code was probed under its first loader's limits; these
+            // may be tighter.
+            if compiled.probed_with(probe_limits) {
+                return Ok(plugin(compiled, Origin::Shared));
+            }
+            Counters::add(&self.counters.probed);
+            compiled.probe(limits).await?;
+            compiled.mark_probed(probe_limits);
             return Ok(plugin(compiled, Origin::Shared));
         }
         let size = bytes.len();
@@ -258,8 +364,11 @@ impl PluginLoader {
             handlers,
             pre,
             runtime: self.runtime.clone(),
+            probed: Mutex::default(),
         };
-        compiled.probe().await?;
+        Counters::add(&self.counters.probed);
+        compiled.probe(limits).await?;
+        compiled.mark_probed(probe_limits);
         let compiled = Arc::new(compiled);
         let mut in_memory = self.in_memory.lock().unwrap_or_else(|e| e.into_inner());
         in_memory.retain(|_, weak| weak.strong_count() > 0);
@@ -273,13 +382,16 @@ impl PluginLoader {
     }
 
     /// The compiled component: from the disk cache if it is there and
-    /// readable, else compiled now (and written to the cache).
+    /// readable, else checked by [`check_shape`], compiled now by the
+    /// loader's [`Compiler`] and written to the cache.
     async fn compile(
         &self,
         hash: &str,
         bytes: Vec<u8>,
     ) -> Result<(Component, Origin), PluginError> {
         let engine = self.runtime.engine().clone();
+        let runtime_config = self.runtime.config().clone();
+        let compiler = self.compiler.clone();
         let cached = self
             .disk_cache
             .as_ref()
@@ -297,18 +409,48 @@ impl PluginLoader {
                     }
                 }
             }
-            let component = Component::from_binary(&engine, &bytes)
-                .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
-            if let Some(path) = &cached {
-                if let Err(e) = write_cache(&component, path) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+            // A cache entry passed this when it was compiled.
+            check_shape(&bytes)?;
+            let component = match &compiler {
+                Compiler::InProcess => {
+                    let component = Component::from_binary(&engine, &bytes)
+                        .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+                    if let Some(path) = &cached {
+                        if let Err(e) = component
+                            .serialize()
+                            .map_err(anyhow::Error::from)
+                            .and_then(|artifact| write_cache(&artifact, path))
+                        {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+                        }
+                    }
+                    component
                 }
-            }
+                Compiler::Subprocess(subprocess) => {
+                    let artifact = subprocess.compile(&runtime_config, &bytes)?;
+                    if let Some(path) = &cached {
+                        if let Err(e) = write_cache(&artifact, path) {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+                        }
+                    }
+                    // SAFETY: the artifact is `Component::serialize` of
+                    // this same binary (`triggerfish compile-worker`), with
+                    // an engine configured as this one; `deserialize`
+                    // checks that the configurations agree.
+                    unsafe { Component::deserialize(&engine, &artifact) }.map_err(|e| {
+                        CompileError::Worker(format!("cannot load the compiled code: {e:#}"))
+                    })?
+                }
+            };
             Ok((component, Origin::Compiled))
         };
-        tokio::task::spawn_blocking(work)
+        let compiled = tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| PluginError::Compile(e.to_string()))?
+            .map_err(|e| PluginError::Compile(e.to_string()))?;
+        if matches!(compiled, Ok((_, Origin::Compiled))) {
+            Counters::add(&self.counters.compiled);
+        }
+        compiled
     }
 }
 
@@ -331,8 +473,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes a cache entry whole or not at all: to a temporary name, then
 /// renamed into place.
-fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let bytes = component.serialize()?;
+fn write_cache(bytes: &[u8], path: &Path) -> anyhow::Result<()> {
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, bytes)?;
     std::fs::rename(&partial, path)?;

@@ -7,6 +7,7 @@ mod budget;
 mod chain;
 mod cli;
 mod common;
+mod compile_limits;
 mod fuzz;
 mod http_api;
 mod lambda;

@@ -102,7 +102,7 @@ impl ShapeLimit {
         match self {
             ShapeLimit::Functions => "functions per component",
             ShapeLimit::FunctionBodyBytes => "bytes per function body",
-            ShapeLimit::BlockNesting => "block nesting depth",
+            ShapeLimit::BlockNesting => "levels of block nesting per function",
             ShapeLimit::Locals => "locals per component",
             ShapeLimit::CoreModules => "core modules per component",
             ShapeLimit::CoreInstances => "core instances per component",
@@ -186,7 +186,7 @@ fn shape_noun(limit: ShapeLimit) -> &'static str {
     match limit {
         ShapeLimit::Functions => "functions",
         ShapeLimit::FunctionBodyBytes => "bytes of code",
-        ShapeLimit::BlockNesting => "levels of nested blocks",
+        ShapeLimit::BlockNesting => "levels of block nesting",
         ShapeLimit::Locals => "locals",
         ShapeLimit::CoreModules => "core modules",
         ShapeLimit::CoreInstances => "core instances",

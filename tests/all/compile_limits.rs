@@ -90,7 +90,8 @@ async fn deeply_nested_blocks_are_refused_before_compiling() {
     );
     let message = error.to_string();
     assert!(
-        message.contains("function 0 of core module 0") && message.contains("2000 levels of block nesting per function"),
+        message.contains("function 0 of core module 0")
+            && message.contains("2000 levels of block nesting per function"),
         "{message}"
     );
     assert_eq!(loader.counts().compiled, 0);

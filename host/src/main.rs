@@ -9,9 +9,11 @@ use std::sync::Arc;
 use triggerfish::auth::hash_key;
 use triggerfish::dispatch::{Dispatcher, InvokeError, LogSink};
 use triggerfish::engine::{Runtime, RuntimeConfig};
+use triggerfish::plugin::compile::{self, Compiler, SubprocessCompiler, WorkerArgs};
 use triggerfish::plugin::PluginLoader;
 use triggerfish::sources::http::{Api, HttpSource};
 use triggerfish::sources::{self, Source};
+use triggerfish::tenant::limits::Limits;
 use triggerfish::tenant::operator::OperatorConfig;
 use triggerfish::tenant::registry::Tenants;
 use triggerfish::tenant::{is_tenant_name, watch, Tenant};
@@ -80,6 +82,13 @@ enum Command {
         /// The key; read from standard input when left out.
         key: Option<String>,
     },
+    /// Compiles the component on standard input to standard output: the
+    /// child process the host compiles plugins in, under its limits.
+    #[command(name = compile::WORKER_COMMAND, hide = true)]
+    CompileWorker {
+        #[command(flatten)]
+        args: WorkerArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,6 +113,12 @@ struct EngineArgs {
     /// ceilings and plugins reach no outbound host.
     #[arg(long, value_name = "FILE")]
     operator_config: Option<PathBuf>,
+    /// CPU seconds one plugin compile may use (in a child process).
+    #[arg(long, default_value_t = compile::DEFAULT_COMPILE_CPU_SECONDS)]
+    compile_cpu_seconds: u64,
+    /// Memory (MiB of address space) one plugin compile may use.
+    #[arg(long, default_value_t = compile::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
+    compile_memory_mib: u64,
 }
 
 impl EngineArgs {
@@ -119,7 +134,12 @@ impl EngineArgs {
             (Some(dir), false) => Some(dir.clone()),
             (None, false) => default_cache_dir(),
         };
-        Ok(PluginLoader::new(Arc::new(runtime), cache_dir.as_deref()))
+        let mut compiler = SubprocessCompiler::new(compile::own_executable()?);
+        compiler.cpu_seconds = self.compile_cpu_seconds;
+        compiler.memory_bytes = self.compile_memory_mib << 20;
+        compiler.wall_timeout = compile::wall_timeout_for(compiler.cpu_seconds);
+        Ok(PluginLoader::new(Arc::new(runtime), cache_dir.as_deref())
+            .with_compiler(Compiler::Subprocess(compiler)))
     }
 
     /// The operator's configuration, checked against the engine's limits.
@@ -150,6 +170,10 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Command::CompileWorker { args } = &cli.command {
+        // No async runtime: the worker only compiles.
+        return std::process::ExitCode::from(compile::run_worker(args));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,9 +201,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             no_watch,
             engine,
         } => {
-            let tenants = Arc::new(
-                Tenants::open_with(engine.loader()?, engine.operator()?, &plugins_dir).await?,
+            anyhow::ensure!(
+                plugins_dir.is_dir(),
+                "the plugins folder {} is not a folder",
+                plugins_dir.display()
             );
+            let tenants = Arc::new(Tenants::new(
+                engine.loader()?,
+                engine.operator()?,
+                &plugins_dir,
+            ));
             let _watcher = if no_watch {
                 None
             } else {
@@ -190,7 +221,25 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!(address = %listener.local_addr()?, plugins_dir = %plugins_dir.display(), "serving");
+            // Listen at once, and load the tenants meanwhile: /healthz says
+            // 503 "starting" until every tenant is loaded, then "serving"
+            // is logged with the address.
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "listening; loading the tenants");
+            tokio::spawn({
+                let tenants = tenants.clone();
+                let plugins_dir = plugins_dir.clone();
+                async move {
+                    match tenants.load_all().await {
+                        Ok(()) => {
+                            tracing::info!(%address, plugins_dir = %plugins_dir.display(), tenants = tenants.count(), "serving")
+                        }
+                        Err(error) => {
+                            tracing::error!(error = %format!("{error:#}"), "loading the plugins folder failed")
+                        }
+                    }
+                }
+            });
             let api = Api {
                 tenants,
                 dispatcher,
@@ -252,12 +301,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 max_instances: 4,
                 ..RuntimeConfig::default()
             };
-            let loader = PluginLoader::new(Arc::new(Runtime::new(config)?), None);
+            let loader = PluginLoader::new(Arc::new(Runtime::new(config)?), None)
+                .with_compiler(Compiler::subprocess(compile::own_executable()?));
             let name = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match loader.load(&name, bytes).await {
+            match loader.load(&name, bytes, &Limits::default()).await {
                 Ok(plugin) => {
                     println!(
                         "{}: a valid plugin (sha256 {})",
@@ -284,6 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("{}", hash_key(&key));
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::CompileWorker { .. } => unreachable!("handled before the async runtime starts"),
     }
 }
 

@@ -31,7 +31,11 @@ async fn forty_thousand_returned_sync_records_merge_in_linear_time() {
     assert_eq!(records["SampleKey1"]["newValue"], "newValue1");
     // Merging by key used to search linearly per key: 24.7 s for this.
     // A liveness bound, far above the linear cost and far below that.
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,10 +61,11 @@ async fn a_million_empty_values_are_refused_before_they_are_copied() {
 /// returns what the host logged.
 fn logged_by(mode: &str, limits: &str) -> String {
     let dir = PluginsDir::new();
-    dir.plugin("t", "10-hostile.wasm", guests::HOSTILE).settings(
-        "t",
-        &format!("[limits]\n{limits}\n[plugins.10-hostile.config]\nmode = \"{mode}\"\n"),
-    );
+    dir.plugin("t", "10-hostile.wasm", guests::HOSTILE)
+        .settings(
+            "t",
+            &format!("[limits]\n{limits}\n[plugins.10-hostile.config]\nmode = \"{mode}\"\n"),
+        );
     let event = dir.path().join("event.json");
     std::fs::write(&event, pre_sign_up("a@b.test").to_string()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
@@ -70,7 +75,11 @@ fn logged_by(mode: &str, limits: &str) -> String {
         .env("RUST_LOG", "info")
         .output()
         .expect("the binary runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -81,17 +90,25 @@ fn empty_log_lines_are_charged_against_the_log_budget() {
     let logged = logged_by("empty-log-flood", "log-kib = 4");
     let plugin_lines = logged.lines().filter(|l| l.contains("plugin{")).count();
     assert!(plugin_lines <= 64 + 2, "{plugin_lines} lines logged");
-    assert!(logged.contains("log budget of this invocation used up"), "{logged}");
+    assert!(
+        logged.contains("log budget of this invocation used up"),
+        "{logged}"
+    );
 }
 
 #[test]
 fn a_plugin_cannot_forge_a_log_line() {
     let logged = logged_by("log-inject", "");
     // The message stays on its own line, its newline escaped...
-    assert!(logged.contains("innocent\\n2026-11-23T00:00:00Z"), "{logged}");
+    assert!(
+        logged.contains("innocent\\n2026-11-23T00:00:00Z"),
+        "{logged}"
+    );
     // ...and no line starts where the plugin wanted one to.
     assert!(
-        !logged.lines().any(|l| l.starts_with("2026-11-23T00:00:00Z")),
+        !logged
+            .lines()
+            .any(|l| l.starts_with("2026-11-23T00:00:00Z")),
         "{logged}"
     );
 }

@@ -25,7 +25,8 @@ fn every_trigger_plugin() -> Arc<Plugin> {
         .unwrap();
     runtime.block_on(async {
         let bytes = std::fs::read(guests::ROUTING_PROBE).unwrap();
-        Arc::new(loader().load("probe", bytes).await.unwrap())
+        let limits = triggerfish::tenant::limits::Limits::default();
+        Arc::new(loader().load("probe", bytes, &limits).await.unwrap())
     })
 }
 

@@ -8,6 +8,7 @@ mod budget;
 mod chain;
 mod cli;
 mod common;
+mod compile_limits;
 mod fuzz;
 mod hostile_files;
 mod http_api;

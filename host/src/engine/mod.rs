@@ -179,7 +179,7 @@ impl Drop for Runtime {
     }
 }
 
-fn engine_config(runtime: &RuntimeConfig) -> Config {
+pub(crate) fn engine_config(runtime: &RuntimeConfig) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // Component-model async is not part of the contract; leaving its

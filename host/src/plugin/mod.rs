@@ -2,11 +2,16 @@
 //! instantiate, with the triggers it serves.
 //!
 //! Loading ([`PluginLoader`]) validates everything before anything serves:
-//! the bytes compile, the imports link against the host, at least one
-//! export is a trigger interface of the contract with the right types
-//! ([`typecheck`]), and the component instantiates without trapping.
+//! the bytes pass the shape limits and compile within bounds
+//! ([`compile`]), the imports link against the host, at least one export
+//! is a trigger interface of the contract with the right types
+//! ([`typecheck`]), and the component instantiates without trapping under
+//! the limits it will run with. A file that failed to load is refused at
+//! once when its bytes come again ([`remembered`]).
 
+pub mod compile;
 mod loader;
+pub mod remembered;
 mod typecheck;
 
 pub use loader::PluginLoader;
@@ -15,9 +20,11 @@ use crate::engine::state::{CallState, LogBudget};
 use crate::engine::{new_store, Runtime};
 use crate::tenant::limits::Limits;
 use crate::trigger::Trigger;
+use compile::CompileError;
+use remembered::ProbeLimits;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Type};
 use wasmtime::Store;
 
@@ -101,6 +108,8 @@ pub struct Compiled {
     pub(crate) handlers: BTreeMap<Trigger, Handler>,
     pub(crate) pre: InstancePre<CallState>,
     pub(crate) runtime: Arc<Runtime>,
+    /// The limits this component passed its load-time probe under.
+    pub(crate) probed: Mutex<Vec<ProbeLimits>>,
 }
 
 /// How to call one trigger's `handle` export.
@@ -116,6 +125,9 @@ pub(crate) struct Handler {
 pub enum PluginError {
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
+    /// Refused before compiling, or the compile ran into a limit.
+    #[error(transparent)]
+    CompileLimit(CompileError),
     #[error("does not link against the host: {0}")]
     Link(String),
     #[error(
@@ -129,6 +141,26 @@ pub enum PluginError {
     Mismatch { export: String, reason: String },
     #[error("traps when instantiated: {0}")]
     Instantiate(String),
+}
+
+impl From<CompileError> for PluginError {
+    fn from(error: CompileError) -> PluginError {
+        match error {
+            CompileError::Invalid(message) => PluginError::Compile(message),
+            other => PluginError::CompileLimit(other),
+        }
+    }
+}
+
+/// The longest a load-time probe may take, whatever the plugin's own
+/// `timeout-ms`: initialising a plugin is quick, and a probe holds up its
+/// tenant's reload.
+pub const MAX_PROBE_TIMEOUT: Duration =
+    Duration::from_millis(crate::tenant::limits::DEFAULT_TIMEOUT_MS);
+
+/// The timeout of a load-time probe under these limits.
+pub(crate) fn probe_timeout(limits: &Limits) -> Duration {
+    limits.timeout.min(MAX_PROBE_TIMEOUT)
 }
 
 fn exports_note(exports: &[String]) -> String {
@@ -154,12 +186,29 @@ impl Compiled {
         )
     }
 
-    /// Instantiates the component once, as a request would, and checks the
-    /// types of every trigger export against the contract.
-    async fn probe(&self) -> Result<(), PluginError> {
-        let limits = Limits::default();
+    pub(crate) fn probed_with(&self, limits: ProbeLimits) -> bool {
+        let probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+        probed.contains(&limits)
+    }
+
+    pub(crate) fn mark_probed(&self, limits: ProbeLimits) {
+        let mut probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+        // A handful of distinct limits in practice; a tenant that keeps
+        // changing its limits only costs a probe again.
+        if probed.len() >= 16 {
+            probed.clear();
+        }
+        probed.push(limits);
+    }
+
+    /// Instantiates the component once, as a request would and under the
+    /// limits its calls will have (its timeout capped at
+    /// [`MAX_PROBE_TIMEOUT`]), and checks the types of every trigger export
+    /// against the contract.
+    pub(crate) async fn probe(&self, limits: &Limits) -> Result<(), PluginError> {
+        let timeout = probe_timeout(limits);
         let state = CallState::new(
-            &limits,
+            limits,
             Default::default(),
             Default::default(),
             LogBudget::new(limits.log_bytes),
@@ -169,13 +218,12 @@ impl Compiled {
             .new_store(state, limits.fuel)
             .map_err(|e| PluginError::Instantiate(e.to_string()))?;
         let instantiate = self.pre.instantiate_async(&mut store);
-        let instance = match tokio::time::timeout(limits.timeout, instantiate).await {
+        let instance = match tokio::time::timeout(timeout, instantiate).await {
             Ok(Ok(instance)) => instance,
             Ok(Err(e)) => return Err(PluginError::Instantiate(format!("{e:#}"))),
             Err(_) => {
                 return Err(PluginError::Instantiate(format!(
-                    "did not finish within {:?}",
-                    limits.timeout
+                    "did not finish within {timeout:?}"
                 )))
             }
         };

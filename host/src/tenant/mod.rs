@@ -208,7 +208,10 @@ impl Tenant {
                     tenant.plugins.push(before.unwrap().clone());
                     continue;
                 }
-                Ok(bytes) => loader.load(&stem, bytes).await.map_err(|e| e.to_string()),
+                Ok(bytes) => loader
+                    .load(&stem, bytes, &tenant.settings_for(&stem).limits)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             match loaded {

@@ -1,5 +1,5 @@
-//! The registry of tenants: every tenant of one plugins folder, swapped
-//! whole on reload, and who may call them.
+//! The registry of tenants: every tenant of one plugins folder, each
+//! reloaded on its own and swapped in whole, and who may call them.
 
 use super::files::{self, off_worker};
 use super::operator::OperatorConfig;
@@ -7,9 +7,17 @@ use super::{is_tenant_name, Tenant};
 use crate::auth::{self, AuthError, Credentials};
 use crate::plugin::PluginLoader;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Tenants loaded at once. Each load is mostly compiling (bounded per
+/// plugin, on blocking threads or child processes); a few at a time keep
+/// one tenant's slow plugin from holding up the others without starting
+/// a compile per tenant at once.
+pub const CONCURRENT_TENANT_LOADS: usize = 8;
 
 /// Every tenant found in the plugins folder.
 pub struct Tenants {
@@ -17,11 +25,14 @@ pub struct Tenants {
     /// What the operator allows each tenant.
     operator: OperatorConfig,
     dir: PathBuf,
-    /// Swapped whole on every reload: an event runs on the tenant it
-    /// started with, old or new, never on a mix.
+    /// Each tenant is swapped in whole when its reload finishes: an event
+    /// runs on the tenant it started with, old or new, never on a mix.
     tenants: ArcSwap<BTreeMap<String, Arc<Tenant>>>,
-    /// One reload at a time, so two cannot interleave their swaps.
-    reloading: tokio::sync::Mutex<()>,
+    /// One reload at a time per tenant, so two cannot interleave; other
+    /// tenants reload meanwhile.
+    reloading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whether the first load of every tenant has finished.
+    ready: AtomicBool,
 }
 
 impl Tenants {
@@ -38,15 +49,36 @@ impl Tenants {
         operator: OperatorConfig,
         dir: &Path,
     ) -> anyhow::Result<Tenants> {
-        let tenants = Tenants {
+        let tenants = Tenants::new(loader, operator, dir);
+        tenants.load_all().await?;
+        Ok(tenants)
+    }
+
+    /// A registry of `dir` with nothing loaded yet, so that a host can
+    /// listen (and say it is not ready) while its tenants load: call
+    /// [`Tenants::load_all`] next.
+    pub fn new(loader: PluginLoader, operator: OperatorConfig, dir: &Path) -> Tenants {
+        Tenants {
             loader,
             operator,
             dir: dir.to_owned(),
             tenants: ArcSwap::default(),
-            reloading: tokio::sync::Mutex::new(()),
-        };
-        tenants.reload_all().await?;
-        Ok(tenants)
+            reloading: Mutex::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The first load of every tenant; the registry is ready once it
+    /// returns.
+    pub async fn load_all(&self) -> anyhow::Result<()> {
+        let loaded = self.reload_all().await;
+        self.ready.store(true, Ordering::Release);
+        loaded
+    }
+
+    /// Whether every tenant has been loaded once.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// The plugins folder.
@@ -86,30 +118,46 @@ impl Tenants {
     }
 
     /// Reloads these tenants from their folders (a tenant whose folder is
-    /// gone is removed) and swaps the result in at once.
+    /// gone is removed), several at once, each swapped in as soon as it is
+    /// loaded: a tenant whose plugins are slow to load delays no other.
     pub async fn reload_tenants(&self, names: impl IntoIterator<Item = String>) {
-        let names: std::collections::BTreeSet<String> =
-            names.into_iter().filter(|n| is_tenant_name(n)).collect();
-        let _one_at_a_time = self.reloading.lock().await;
-        let mut tenants = BTreeMap::clone(&self.tenants.load());
-        for name in names {
-            let dir = self.dir.join(&name);
-            let is_folder = {
-                let dir = dir.clone();
-                off_worker(move || files::is_folder(&dir)).await
-            };
-            if !is_folder {
-                if tenants.remove(&name).is_some() {
-                    tracing::info!(tenant = %name, "tenant folder removed; the tenant no longer serves");
-                }
-                continue;
+        let names: BTreeSet<String> = names.into_iter().filter(|n| is_tenant_name(n)).collect();
+        futures_util::stream::iter(names)
+            .for_each_concurrent(CONCURRENT_TENANT_LOADS, |name| self.reload_one(name))
+            .await;
+    }
+
+    async fn reload_one(&self, name: String) {
+        let lock = {
+            let mut reloading = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+            reloading.entry(name.clone()).or_default().clone()
+        };
+        let _one_at_a_time = lock.lock().await;
+        let dir = self.dir.join(&name);
+        let is_folder = {
+            let dir = dir.clone();
+            off_worker(move || files::is_folder(&dir)).await
+        };
+        if !is_folder {
+            if self.tenant(&name).is_some() {
+                self.tenants.rcu(|tenants| {
+                    let mut tenants = BTreeMap::clone(tenants);
+                    tenants.remove(&name);
+                    tenants
+                });
+                tracing::info!(tenant = %name, "tenant folder removed; the tenant no longer serves");
             }
-            let previous = tenants.get(&name).cloned();
-            let policy = self.operator.for_tenant(&name);
-            let tenant = Tenant::load(&self.loader, policy, &name, &dir, previous.as_deref()).await;
-            tenants.insert(name, Arc::new(tenant));
+            return;
         }
-        self.tenants.store(Arc::new(tenants));
+        let previous = self.tenant(&name);
+        let policy = self.operator.for_tenant(&name);
+        let tenant = Tenant::load(&self.loader, policy, &name, &dir, previous.as_deref()).await;
+        let tenant = Arc::new(tenant);
+        self.tenants.rcu(|tenants| {
+            let mut tenants = BTreeMap::clone(tenants);
+            tenants.insert(name.clone(), tenant.clone());
+            tenants
+        });
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {

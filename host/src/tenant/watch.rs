@@ -142,13 +142,19 @@ pub fn watch(registry: Arc<Tenants>) -> anyhow::Result<Watcher> {
                     tracing::error!(%error, "cannot follow the tenant folders");
                 }
             }
+            // Reloads run on their own: the watcher goes on gathering
+            // changes, and a tenant whose plugin takes long to load holds
+            // up only its own next reload (one at a time per tenant).
+            let registry = registry.clone();
             if all {
-                if let Err(error) = registry.reload_all().await {
-                    tracing::error!(%error, "reloading the plugins folder failed");
-                }
+                tokio::spawn(async move {
+                    if let Err(error) = registry.reload_all().await {
+                        tracing::error!(%error, "reloading the plugins folder failed");
+                    }
+                });
             } else if !tenants.is_empty() {
                 tracing::debug!(?tenants, "reloading after a change");
-                registry.reload_tenants(tenants).await;
+                tokio::spawn(async move { registry.reload_tenants(tenants).await });
             }
         }
     });

@@ -15,8 +15,16 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub(super) async fn healthz(State(api): State<Api>) -> Json<Value> {
-    Json(json!({"status": "ok", "tenants": api.tenants.count()}))
+/// `200 {"status": "ok"}` once every tenant has been loaded; before,
+/// `503 {"status": "starting"}`, so a load balancer waits for the host.
+pub(super) async fn healthz(State(api): State<Api>) -> Response {
+    let tenants = api.tenants.count();
+    if api.tenants.is_ready() {
+        Json(json!({"status": "ok", "tenants": tenants})).into_response()
+    } else {
+        let body = json!({"status": "starting", "tenants": tenants});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
 
 /// The tenant a `/v1` path names, if the caller's bearer key may use it.

@@ -201,3 +201,22 @@ async fn memory_stays_bounded_after_memory_bombs() {
     assert!(grown < 256 * 1024, "resident memory grew by {grown} KiB");
     still_serving(&tenants, "memory").await;
 }
+
+/// Growing memory into the engine's own ceiling (`--max-memory-mib`) is
+/// `out-of-memory` too, not a plain trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pools_memory_ceiling_is_out_of_memory() {
+    use triggerfish::engine::{Runtime, RuntimeConfig};
+    use triggerfish::plugin::PluginLoader;
+    let dir = hostile_dir(&[("memory", "memory-mib = 128")]);
+    let small_pool = Runtime::new(RuntimeConfig {
+        max_instances: 4,
+        max_memory_bytes: 32 << 20,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let loader = PluginLoader::new(std::sync::Arc::new(small_pool), None);
+    let tenant = tenant_with(&loader, &dir, "memory").await;
+    let error = chain_error(&tenant, pre_sign_up("a@b.test")).await;
+    assert_eq!(error.kind, ErrorKind::OutOfMemory, "{error}");
+}

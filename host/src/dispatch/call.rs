@@ -234,7 +234,7 @@ impl Call<'_> {
                 ErrorKind::OutOfMemory,
                 format!(
                     "the plugin tried to grow its memory past its limit of {} MiB",
-                    self.limits.memory_bytes >> 20
+                    state.memory_limit() >> 20
                 ),
             );
         }

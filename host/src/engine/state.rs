@@ -92,6 +92,17 @@ impl CallState {
         &mut self.limiter
     }
 
+    /// Holds the call to at most `bytes` of memory: the engine's pool
+    /// ceiling, when it is below the plugin's own limit.
+    pub(crate) fn cap_memory(&mut self, bytes: u64) {
+        self.limiter.memory_bytes = self.limiter.memory_bytes.min(bytes);
+    }
+
+    /// The most memory this call may have.
+    pub(crate) fn memory_limit(&self) -> u64 {
+        self.limiter.memory_bytes
+    }
+
     /// Whether this call asked for more memory than its limit allows.
     pub(crate) fn limiter_memory_refused(&self) -> bool {
         self.limiter.memory_refused
@@ -142,9 +153,12 @@ impl ResourceLimiter for CallLimiter {
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired as u64 <= self.memory_bytes;
+        // `maximum` is the memory's declared maximum: past it the growth
+        // fails whatever this says, and is out-of-memory all the same.
+        let allowed =
+            desired as u64 <= self.memory_bytes && maximum.is_none_or(|max| desired <= max);
         if !allowed {
             self.memory_refused = true;
         }

@@ -172,12 +172,15 @@ fn exports_note(exports: &[String]) -> String {
 }
 
 impl Compiled {
-    /// A fresh store to instantiate this component in.
+    /// A fresh store to instantiate this component in, its memory held to
+    /// the engine's pool ceiling too (the pool enforces it on its own, but
+    /// past the limiter's knowledge, which would report a plain trap).
     pub(crate) fn new_store(
         &self,
-        state: CallState,
+        mut state: CallState,
         fuel: u64,
     ) -> wasmtime::Result<Store<CallState>> {
+        state.cap_memory(self.runtime.config().max_memory_bytes);
         new_store(
             self.pre.engine(),
             self.runtime.config().metering,

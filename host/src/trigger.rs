@@ -5,8 +5,15 @@
 //! Sync); the pre token generation trigger also looks at `version`, because
 //! events of version 2 and 3 carry the access-token shape.
 
-use crate::families::Family;
 use serde_json::Value;
+
+/// A kind of trigger event, with its own shape and folding rule (each
+/// implemented in [`crate::families`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    UserPool,
+    Sync,
+}
 
 /// One lifecycle event a plugin can handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

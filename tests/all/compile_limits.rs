@@ -7,9 +7,10 @@
 use crate::common::*;
 use std::fmt::Write as _;
 use std::time::Duration;
-use triggerfish::plugin::compile::{CompileError, Compiler, ShapeLimit, SubprocessCompiler};
+use triggerfish::limits::Limits;
+use triggerfish::plugin::compile::{CompileError, Compiler, SubprocessCompiler};
+use triggerfish::plugin::shape::ShapeLimit;
 use triggerfish::plugin::{PluginError, PluginLoader};
-use triggerfish::tenant::limits::Limits;
 
 /// A component holding one core module with these functions (WAT text of
 /// each, in order), instantiated (so that it compiles).
@@ -106,14 +107,14 @@ async fn the_example_plugins_pass_the_shape_limits() {
         guests::ROUTING_PROBE,
     ] {
         let bytes = std::fs::read(guest).unwrap();
-        let shape = triggerfish::plugin::compile::check_shape(&bytes).expect(guest);
+        let shape = triggerfish::plugin::shape::check_shape(&bytes).expect(guest);
         // Far from every limit.
         assert!(
-            shape.functions * 10 < triggerfish::plugin::compile::MAX_FUNCTIONS,
+            shape.functions * 10 < triggerfish::plugin::shape::MAX_FUNCTIONS,
             "{shape:?}"
         );
         assert!(
-            shape.deepest_block_nesting * 10 < triggerfish::plugin::compile::MAX_BLOCK_NESTING,
+            shape.deepest_block_nesting * 10 < triggerfish::plugin::shape::MAX_BLOCK_NESTING,
             "{shape:?}"
         );
     }
@@ -156,7 +157,7 @@ fn slow_to_compile() -> Vec<u8> {
 async fn a_compile_over_its_cpu_limit_is_stopped_and_remembered() {
     let _cpu = timing_sensitive().await;
     let bytes = slow_to_compile();
-    let shape = triggerfish::plugin::compile::check_shape(&bytes).expect("within the shape limits");
+    let shape = triggerfish::plugin::shape::check_shape(&bytes).expect("within the shape limits");
     assert!(shape.largest_function_body > 500_000, "{shape:?}");
 
     let mut compiler = SubprocessCompiler::new(env!("CARGO_BIN_EXE_triggerfish").into());

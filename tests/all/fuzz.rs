@@ -25,7 +25,7 @@ fn every_trigger_plugin() -> Arc<Plugin> {
         .unwrap();
     runtime.block_on(async {
         let bytes = std::fs::read(guests::ROUTING_PROBE).unwrap();
-        let limits = triggerfish::tenant::limits::Limits::default();
+        let limits = triggerfish::limits::Limits::default();
         Arc::new(loader().load("probe", bytes, &limits).await.unwrap())
     })
 }

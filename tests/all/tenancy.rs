@@ -199,7 +199,7 @@ async fn links_cannot_reach_outside_the_plugins_folder() {
     assert!(settings.error.contains("is a link"), "{}", settings.error);
     // And with its settings refused, the tenant keeps the safe defaults:
     // authentication on, with no key that could pass.
-    assert_eq!(linked.auth.mode, triggerfish::tenant::file::AuthMode::Keys);
+    assert_eq!(linked.auth.mode, triggerfish::auth::AuthMode::Keys);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

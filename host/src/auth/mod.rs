@@ -5,10 +5,53 @@
 pub mod sigv4;
 
 use crate::encoding::sha256_hex;
-use crate::tenant::file::AuthMode;
-use crate::tenant::Tenant;
+use serde::Deserialize;
 use sigv4::{SigV4Error, SignedRequest};
 use std::time::SystemTime;
+
+/// How requests for this tenant authenticate.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// SHA-256 hashes of the tenant's API keys, as `sha256:<hex>` (see
+    /// `triggerfish hash-key`). Keys themselves are never stored.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// AWS access key pairs accepted on the Lambda-shaped route (SigV4).
+    /// SigV4 needs the secret itself, so it is stored as given: keep
+    /// tenant.toml readable by the host's user only.
+    #[serde(default)]
+    pub aws_credentials: Vec<AwsCredential>,
+}
+
+/// One AWS access key pair.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AwsCredential {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for AwsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredential")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Requests need `Authorization: Bearer <key>` with one of the keys;
+    /// with no keys configured every request is refused.
+    #[default]
+    Keys,
+    /// No authentication: for local development only.
+    None,
+}
 
 /// What a request presents.
 pub enum Credentials<'a> {
@@ -61,43 +104,42 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
-fn holds_key(tenant: &Tenant, hashed: &str) -> bool {
+fn holds_key(auth: &AuthConfig, hashed: &str) -> bool {
     // Check every key so the time taken does not tell which one matched.
-    tenant.auth.keys.iter().fold(false, |found, k| {
+    auth.keys.iter().fold(false, |found, k| {
         found | constant_time_eq(k.as_bytes(), hashed.as_bytes())
     })
 }
 
-fn holds_access_key(tenant: &Tenant, access_key: &str) -> bool {
-    tenant
-        .auth
-        .aws_credentials
+fn holds_access_key(auth: &AuthConfig, access_key: &str) -> bool {
+    auth.aws_credentials
         .iter()
         .any(|c| c.access_key_id == access_key)
 }
 
-/// Checks `credentials` against `tenant`. `others` lists every tenant, to
-/// tell another tenant's credentials (403) from unknown ones (401).
+/// Checks `credentials` against a tenant's `auth`. `others` holds every
+/// tenant's, to tell another tenant's credentials (403) from unknown ones
+/// (401).
 pub fn authorize<'t>(
-    tenant: &Tenant,
+    auth: &AuthConfig,
     credentials: &Credentials<'_>,
-    others: impl Iterator<Item = &'t Tenant>,
+    others: impl Iterator<Item = &'t AuthConfig>,
 ) -> Result<(), AuthError> {
-    if tenant.auth.mode == AuthMode::None {
+    if auth.mode == AuthMode::None {
         return Ok(());
     }
     // Without credentials every tenant answers alike, whatever its keys.
     if matches!(credentials, Credentials::None) {
         return Err(AuthError::MissingKey);
     }
-    if tenant.auth.keys.is_empty() && tenant.auth.aws_credentials.is_empty() {
+    if auth.keys.is_empty() && auth.aws_credentials.is_empty() {
         return Err(AuthError::NoKeys);
     }
     match credentials {
         Credentials::None => Err(AuthError::MissingKey),
         Credentials::Bearer(key) => {
             let hashed = hash_key(key);
-            if holds_key(tenant, &hashed) {
+            if holds_key(auth, &hashed) {
                 Ok(())
             } else if others.into_iter().any(|t| holds_key(t, &hashed)) {
                 Err(AuthError::WrongTenant)
@@ -110,9 +152,7 @@ pub fn authorize<'t>(
             request,
         } => {
             let secret_of = |access_key: &str| {
-                tenant
-                    .auth
-                    .aws_credentials
+                auth.aws_credentials
                     .iter()
                     .find(|c| c.access_key_id == access_key)
                     .map(|c| c.secret_access_key.clone())
@@ -136,7 +176,7 @@ pub fn authorize<'t>(
 /// tenant with keys gives credentials that are not among them.
 pub fn refuse_unknown_tenant<'t>(
     credentials: &Credentials<'_>,
-    others: impl Iterator<Item = &'t Tenant>,
+    others: impl Iterator<Item = &'t AuthConfig>,
 ) -> AuthError {
     let mut others = others;
     match credentials {

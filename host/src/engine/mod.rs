@@ -204,7 +204,7 @@ pub(crate) fn engine_config(runtime: &RuntimeConfig) -> Config {
     pool.total_memories(instances.saturating_mul(2));
     pool.max_tables_per_component(8);
     pool.total_tables(instances.saturating_mul(8));
-    pool.table_elements(crate::tenant::limits::DEFAULT_TABLE_ELEMENTS.max(50_000));
+    pool.table_elements(crate::limits::DEFAULT_TABLE_ELEMENTS.max(50_000));
     pool.max_memory_size(runtime.max_memory_bytes as usize);
     // Reset the pages a call dirtied in place (found with PAGEMAP_SCAN on
     // Linux 6.7+) instead of unmapping them: the next instance in the slot

@@ -48,7 +48,7 @@ impl OutboundConfig {
             }
         }
         if self.timeout_ms.is_some() && outbound.timeout > ceiling.timeout {
-            return Err(crate::tenant::limits::above_ceiling(
+            return Err(crate::limits::above_ceiling(
                 table,
                 "timeout-ms",
                 outbound.timeout.as_millis(),

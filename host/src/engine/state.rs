@@ -4,7 +4,7 @@
 
 use super::bindings::triggerfish::host::{config, log};
 use super::outbound::{Outbound, OutboundHooks};
-use crate::tenant::limits::Limits;
+use crate::limits::Limits;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -14,18 +14,13 @@
 pub mod sync;
 pub mod user_pool;
 
+pub use crate::trigger::Family;
+
 use crate::engine::convert::{to_json, to_val, ConvertError};
 use crate::plugin::{Handler, Plugin};
 use crate::trigger::Trigger;
 use serde_json::Value;
 use wasmtime::component::{Type, Val};
-
-/// A kind of trigger event, with its own shape and folding rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    UserPool,
-    Sync,
-}
 
 /// Where a handler parameter comes from in the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use super::typecheck::handlers;
 use super::{probe_timeout, Compiled, Origin, Plugin, PluginError};
 use crate::encoding::sha256_hex;
 use crate::engine::Runtime;
-use crate::tenant::limits::Limits;
+use crate::limits::Limits;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};

@@ -12,13 +12,14 @@
 pub mod compile;
 mod loader;
 pub mod remembered;
+pub mod shape;
 mod typecheck;
 
 pub use loader::PluginLoader;
 
 use crate::engine::state::{CallState, LogBudget};
 use crate::engine::{new_store, Runtime};
-use crate::tenant::limits::Limits;
+use crate::limits::Limits;
 use crate::trigger::Trigger;
 use compile::CompileError;
 use remembered::ProbeLimits;
@@ -155,8 +156,7 @@ impl From<CompileError> for PluginError {
 /// The longest a load-time probe may take, whatever the plugin's own
 /// `timeout-ms`: initialising a plugin is quick, and a probe holds up its
 /// tenant's reload.
-pub const MAX_PROBE_TIMEOUT: Duration =
-    Duration::from_millis(crate::tenant::limits::DEFAULT_TIMEOUT_MS);
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_millis(crate::limits::DEFAULT_TIMEOUT_MS);
 
 /// The timeout of a load-time probe under these limits.
 pub(crate) fn probe_timeout(limits: &Limits) -> Duration {

@@ -14,8 +14,8 @@
 //! remembered. A remembered failure is forgotten when the host restarts or
 //! when [`REMEMBERED_FAILURES`] newer ones push it out.
 
+use crate::limits::Limits;
 use crate::plugin::PluginError;
-use crate::tenant::limits::Limits;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

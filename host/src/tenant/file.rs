@@ -1,8 +1,9 @@
 //! `tenant.toml`, as written: strictly parsed, so a typo is an error that
 //! names the key.
 
-use super::limits::{LimitsConfig, QuotasConfig};
+use crate::auth::AuthConfig;
 use crate::engine::outbound::OutboundConfig;
+use crate::limits::{LimitsConfig, QuotasConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -22,50 +23,6 @@ pub struct TenantFile {
     /// Settings per plugin, keyed by file stem (`10-email-deny-list`).
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginFile>,
-}
-
-/// How requests for this tenant authenticate.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AuthConfig {
-    #[serde(default)]
-    pub mode: AuthMode,
-    /// SHA-256 hashes of the tenant's API keys, as `sha256:<hex>` (see
-    /// `triggerfish hash-key`). Keys themselves are never stored.
-    #[serde(default)]
-    pub keys: Vec<String>,
-    /// AWS access key pairs accepted on the Lambda-shaped route (SigV4).
-    /// SigV4 needs the secret itself, so it is stored as given: keep
-    /// tenant.toml readable by the host's user only.
-    #[serde(default)]
-    pub aws_credentials: Vec<AwsCredential>,
-}
-
-/// One AWS access key pair.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AwsCredential {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-impl std::fmt::Debug for AwsCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsCredential")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthMode {
-    /// Requests need `Authorization: Bearer <key>` with one of the keys;
-    /// with no keys configured every request is refused.
-    #[default]
-    Keys,
-    /// No authentication: for local development only.
-    None,
 }
 
 /// One plugin's settings.

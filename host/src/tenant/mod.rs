@@ -10,18 +10,18 @@
 
 pub mod file;
 pub mod files;
-pub mod limits;
 pub mod operator;
 pub mod registry;
 pub mod watch;
 
+use crate::auth::AuthConfig;
 use crate::encoding::sha256_hex;
 use crate::engine::outbound::Outbound;
 use crate::engine::state::PluginConfig;
+use crate::limits::{Limits, Quotas};
 use crate::plugin::{Plugin, PluginLoader};
-use file::{AuthConfig, TenantFile};
-use files::{off_worker, read_regular_file, FileError};
-use limits::{Limits, Quotas};
+use file::TenantFile;
+use files::{off_worker, read_folder};
 use operator::TenantPolicy;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,7 +53,7 @@ pub struct PluginSettings {
 
 /// A tenant's settings: its `tenant.toml`, resolved within the operator's
 /// policy.
-struct Settings {
+pub(super) struct Settings {
     auth: AuthConfig,
     limits: Limits,
     quotas: Quotas,
@@ -64,7 +64,7 @@ struct Settings {
 impl Settings {
     /// The settings `file` asks for, or the first key that asks for more
     /// than `policy` allows.
-    fn resolve(file: TenantFile, policy: &TenantPolicy) -> Result<Settings, String> {
+    pub(super) fn resolve(file: TenantFile, policy: &TenantPolicy) -> Result<Settings, String> {
         // The built-in defaults, unless the operator's ceiling is lower.
         let defaults = Limits::default().capped_at(&policy.limits);
         let limits = file.limits.within(&defaults, &policy.limits, "limits")?;
@@ -281,103 +281,6 @@ impl Tenant {
             .get(plugin)
             .unwrap_or(&self.default_settings)
     }
-}
-
-/// What a load needs from a tenant folder, read in one go off the async
-/// workers (see [`read_folder`]).
-struct FolderSnapshot {
-    /// `tenant.toml` resolved within the operator's policy (the defaults
-    /// when there is none), or why it was refused.
-    settings: Result<Settings, String>,
-    /// Each `.wasm` entry by file stem, in file-name order: its bytes, or
-    /// why they were not read.
-    plugins: Vec<(String, Result<Vec<u8>, String>)>,
-}
-
-/// Reads a tenant folder: `tenant.toml`, then each `.wasm` entry within
-/// the quotas it resolves to (`fallback`, the quotas of the tenant as it
-/// was, when it is refused; the operator's when there was none). Blocking:
-/// see [`files`].
-fn read_folder(dir: &Path, policy: &TenantPolicy, fallback: Option<Quotas>) -> FolderSnapshot {
-    let settings = read_tenant_file(dir).and_then(|file| Settings::resolve(file, policy));
-    let quotas = match &settings {
-        Ok(settings) => settings.quotas.clone(),
-        Err(_) => fallback.unwrap_or_else(|| policy.quotas.clone()),
-    };
-    let plugins = wasm_files(dir)
-        .into_iter()
-        .enumerate()
-        .map(|(index, (stem, path))| {
-            let read = if index >= quotas.plugins {
-                Err(format!(
-                    "over the tenant's quota of {} plugins",
-                    quotas.plugins
-                ))
-            } else {
-                read_plugin_file(&path, quotas.wasm_bytes)
-            };
-            (stem, read)
-        })
-        .collect();
-    FolderSnapshot { settings, plugins }
-}
-
-/// Reads a plugin file: a regular file (never a link out of the folder,
-/// never a FIFO) of at most `limit` bytes. Blocking.
-fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    read_regular_file(path, limit).map_err(|e| match e {
-        FileError::Link | FileError::NotRegular(_) => {
-            format!("{e}: plugins must be regular files in the tenant folder")
-        }
-        FileError::TooLarge { size, limit } => format!(
-            "the file is {size} bytes, over the tenant's quota of {limit} bytes ([quotas] wasm-kib)"
-        ),
-        FileError::Grew { limit } => format!(
-            "the file grew past the tenant's quota of {limit} bytes while being read ([quotas] wasm-kib)"
-        ),
-        e => format!("{}: {e}", path.display()),
-    })
-}
-
-/// Reads and parses `tenant.toml` (the defaults when there is none): a
-/// regular file of at most [`TENANT_FILE_MAX_BYTES`]. Blocking.
-fn read_tenant_file(dir: &Path) -> Result<TenantFile, String> {
-    let path = dir.join(TENANT_FILE);
-    let bytes = match read_regular_file(&path, TENANT_FILE_MAX_BYTES) {
-        Ok(bytes) => bytes,
-        Err(FileError::Missing) => return Ok(TenantFile::default()),
-        Err(e @ (FileError::Link | FileError::NotRegular(_))) => {
-            return Err(format!(
-                "{TENANT_FILE} {e}: it must be a regular file in the tenant folder"
-            ))
-        }
-        Err(e) => return Err(format!("{TENANT_FILE} {e}")),
-    };
-    let text = String::from_utf8(bytes).map_err(|_| format!("{TENANT_FILE} is not UTF-8"))?;
-    TenantFile::parse(&text).map_err(|e| format!("{TENANT_FILE}: {e}"))
-}
-
-/// The `.wasm` entries of a tenant folder, by file stem, in file-name
-/// order: every kind of entry but folders (links, FIFOs and the like are
-/// listed so that loading refuses them by name, rather than the plugin
-/// silently leaving the chain; they are never opened as such). Blocking.
-pub fn wasm_files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<(String, std::path::PathBuf)> = entries
-        .filter_map(Result::ok)
-        // `file_type` does not follow links.
-        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
-        .filter_map(|e| {
-            let path = e.path();
-            let is_wasm = path.extension().and_then(|x| x.to_str()) == Some("wasm");
-            let stem = path.file_stem()?.to_str()?.to_owned();
-            is_wasm.then_some((stem, path))
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// A tenant's slots for invocations running at once.

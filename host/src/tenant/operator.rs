@@ -22,8 +22,8 @@
 //! the built-in defaults are the ceilings and no outbound host may be
 //! reached.
 
-use super::limits::{Limits, LimitsConfig, Quotas, QuotasConfig};
 use crate::engine::outbound::{Outbound, OutboundConfig};
+use crate::limits::{Limits, LimitsConfig, Quotas, QuotasConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,8 +49,9 @@ struct PolicyFile {
     outbound: OutboundConfig,
 }
 
-/// What the operator allows one tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the operator allows one tenant (by default: the built-in limits
+/// and quotas, and no outbound host).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TenantPolicy {
     /// The tenant's quotas; `tenant.toml` may lower them.
     pub quotas: Quotas,
@@ -60,16 +61,6 @@ pub struct TenantPolicy {
     /// The hosts the tenant's plugins may ever reach, and the longest
     /// outbound timeout.
     pub outbound: Outbound,
-}
-
-impl Default for TenantPolicy {
-    fn default() -> Self {
-        TenantPolicy {
-            quotas: Quotas::default(),
-            limits: Limits::default(),
-            outbound: Outbound::default(),
-        }
-    }
 }
 
 impl PolicyFile {

@@ -180,10 +180,10 @@ impl Tenants {
         credentials: &Credentials<'_>,
     ) -> Result<Arc<Tenant>, AuthError> {
         let tenants = self.tenants.load();
-        let others = || tenants.values().map(|t| t.as_ref());
+        let others = || tenants.values().map(|t| &t.auth);
         match tenants.get(name) {
             Some(tenant) => {
-                auth::authorize(tenant, credentials, others())?;
+                auth::authorize(&tenant.auth, credentials, others())?;
                 Ok(tenant.clone())
             }
             None => Err(auth::refuse_unknown_tenant(credentials, others())),

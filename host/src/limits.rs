@@ -1,7 +1,7 @@
 //! Per-tenant limits and quotas, and their defaults.
 //!
 //! The operator sets each tenant's quotas and the ceiling of every limit
-//! (`serve --operator-config`, see [`super::operator`]); the built-in
+//! (`serve --operator-config`, see [`crate::tenant::operator`]); the built-in
 //! defaults below apply where it says nothing. A tenant's `tenant.toml`
 //! may lower any of them under `[limits]` and `[quotas]`, and the per-call
 //! limits again per plugin under `[plugins.<file stem>.limits]`; a value
@@ -57,13 +57,30 @@ pub fn above_ceiling(
     format!("[{table}] {key} = {value} is above the operator's ceiling of {ceiling} for this tenant; ask the operator to raise it")
 }
 
+/// One key of a table checked against its ceiling: its name, the value as
+/// written (none: not written, nothing to check), the value resolved and
+/// the ceiling, in the same unit.
+type CeilingCheck<'a> = (&'a str, Option<u64>, u64, u64);
+
+/// The first written key above its ceiling, as an error naming it.
+fn within_ceilings(table: &str, checks: &[CeilingCheck<'_>]) -> Result<(), String> {
+    for &(key, written, value, ceiling) in checks {
+        if let Some(written) = written {
+            if value > ceiling {
+                return Err(above_ceiling(table, key, written, ceiling));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl LimitsConfig {
     /// These settings, with any unset key taken from `base`, each checked
     /// against `ceiling`; `table` names where they were written, for the
     /// error (`limits`, `plugins.10-a.limits`).
     pub fn within(&self, base: &Limits, ceiling: &Limits, table: &str) -> Result<Limits, String> {
         let limits = self.over(base);
-        let checks: [(&str, Option<u64>, u64, u64); 7] = [
+        let checks: [CeilingCheck; 7] = [
             (
                 "timeout-ms",
                 self.timeout_ms,
@@ -102,13 +119,7 @@ impl LimitsConfig {
                 ceiling.log_bytes >> 10,
             ),
         ];
-        for (key, written, value, ceiling) in checks {
-            if let Some(written) = written {
-                if value > ceiling {
-                    return Err(above_ceiling(table, key, written, ceiling));
-                }
-            }
-        }
+        within_ceilings(table, &checks)?;
         Ok(limits)
     }
 
@@ -239,7 +250,7 @@ impl QuotasConfig {
     /// These quotas, unset keys taken from `ceiling`, none above it.
     pub fn within(&self, ceiling: &Quotas) -> Result<Quotas, String> {
         let quotas = self.over(ceiling);
-        let checks: [(&str, Option<u64>, u64, u64); 3] = [
+        let checks: [CeilingCheck; 3] = [
             (
                 "concurrency",
                 self.concurrency.map(|n| n as u64),
@@ -259,13 +270,7 @@ impl QuotasConfig {
                 ceiling.wasm_bytes >> 10,
             ),
         ];
-        for (key, written, value, ceiling) in checks {
-            if let Some(written) = written {
-                if value > ceiling {
-                    return Err(above_ceiling("quotas", key, written, ceiling));
-                }
-            }
-        }
+        within_ceilings("quotas", &checks)?;
         Ok(quotas)
     }
 }

@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod encoding;
 pub mod engine;
 pub mod families;
+pub mod http_server;
 pub mod plugin;
 pub mod sources;
 pub mod tenant;

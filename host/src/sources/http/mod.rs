@@ -14,6 +14,7 @@ mod lambda;
 use super::{Source, Stop};
 use crate::auth::AuthError;
 use crate::dispatch::{Dispatcher, ErrorKind, InvokeError};
+use crate::http_server::{self, ServerLimits};
 use crate::tenant::registry::Tenants;
 use crate::tenant::{is_tenant_name, Tenant};
 use axum::body::{Body, Bytes};
@@ -57,6 +58,8 @@ pub fn router(api: Api) -> Router {
 pub struct HttpSource {
     pub listener: tokio::net::TcpListener,
     pub api: Api,
+    /// Timeouts and connection caps ([`crate::http_server`]).
+    pub limits: ServerLimits,
 }
 
 impl Source for HttpSource {
@@ -69,8 +72,7 @@ impl Source for HttpSource {
         stop: Stop,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
-            axum::serve(self.listener, router(self.api))
-                .with_graceful_shutdown(stop.stopped())
+            http_server::serve(self.listener, router(self.api), self.limits, stop.stopped())
                 .await?;
             Ok(())
         })

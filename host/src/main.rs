@@ -12,6 +12,7 @@ use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::limits::Limits;
 use triggerfish::plugin::compile::{self, Compiler, SubprocessCompiler, WorkerArgs};
 use triggerfish::plugin::PluginLoader;
+use triggerfish::sources::http::server::{self as http_server, ServerLimits};
 use triggerfish::sources::http::{Api, HttpSource};
 use triggerfish::sources::{self, Source};
 use triggerfish::tenant::operator::OperatorConfig;
@@ -53,6 +54,8 @@ enum Command {
         no_watch: bool,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Run one event through a tenant's chain and print the resulting event.
     ///
@@ -153,6 +156,50 @@ impl EngineArgs {
     }
 }
 
+/// The limits of the HTTP server (see `http_server::ServerLimits`).
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// Client connections open at once, all clients together (lowered to
+    /// fit the file-descriptor limit).
+    #[arg(long, default_value_t = ServerLimits::default().max_connections as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Connections open at once from one client address (IPv6: one /64).
+    #[arg(long, default_value_t = ServerLimits::default().max_connections_per_client as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_client: u32,
+    /// Time (ms) to receive a request's headers.
+    #[arg(long, value_name = "MS", default_value_t = millis(ServerLimits::default().header_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Time (ms) to receive a request's whole body (408 past it), and to send the answer.
+    #[arg(long, value_name = "MS", default_value_t = millis(ServerLimits::default().body_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_ms: u64,
+    /// Time (ms) a keep-alive connection may wait for its next request.
+    #[arg(long, value_name = "MS", default_value_t = millis(ServerLimits::default().idle_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+impl HttpArgs {
+    fn limits(&self) -> ServerLimits {
+        use std::time::Duration;
+        ServerLimits {
+            max_connections: self.max_connections as usize,
+            max_connections_per_client: self.max_connections_per_client as usize,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            ..ServerLimits::default()
+        }
+    }
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -200,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             listen,
             no_watch,
             engine,
+            http,
         } => {
             anyhow::ensure!(
                 plugins_dir.is_dir(),
@@ -218,9 +266,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             };
             let _sighup = watch::reload_on_sighup(tenants.clone())?;
             let dispatcher = Arc::new(dispatcher());
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+            let listener =
+                http_server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             // Listen at once, and load the tenants meanwhile: /healthz says
             // 503 "starting" until every tenant is loaded, then "serving"
             // is logged with the address.
@@ -244,7 +291,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 tenants,
                 dispatcher,
             };
-            let sources: Vec<Box<dyn Source>> = vec![Box::new(HttpSource { listener, api })];
+            let sources: Vec<Box<dyn Source>> = vec![Box::new(HttpSource {
+                listener,
+                api,
+                limits: http.limits(),
+            })];
             let (stop_handle, stop) = sources::stop_signal();
             let stop_handle = Arc::new(stop_handle);
             tokio::spawn({

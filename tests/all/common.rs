@@ -5,6 +5,7 @@ use std::sync::Arc;
 use triggerfish::dispatch::{ChainError, Dispatcher, InvokeError};
 use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::plugin::PluginLoader;
+use triggerfish::sources::http::server::{bind, serve, ServerLimits};
 use triggerfish::sources::http::{router, Api};
 use triggerfish::tenant::operator::OperatorConfig;
 use triggerfish::tenant::registry::Tenants;
@@ -101,17 +102,29 @@ pub struct Server {
 }
 
 impl Server {
+    /// The real server path, with the default limits.
     pub async fn start(tenants: Arc<Tenants>) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Server::start_with(tenants, ServerLimits::default()).await
+    }
+
+    pub async fn start_with(tenants: Arc<Tenants>, limits: ServerLimits) -> Server {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let api = Api {
+            tenants,
+            dispatcher: Arc::new(Dispatcher::new()),
+        };
         let task = tokio::spawn(async move {
-            let api = Api {
-                tenants,
-                dispatcher: Arc::new(Dispatcher::new()),
-            };
-            axum::serve(listener, router(api)).await.unwrap();
+            serve(listener, router(api), limits, std::future::pending())
+                .await
+                .unwrap();
         });
         Server { base, task }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
     }
 }
 

@@ -12,6 +12,7 @@ mod compile_limits;
 mod fuzz;
 mod hostile_files;
 mod http_api;
+mod http_limits;
 mod lambda;
 mod outbound;
 mod plugins;

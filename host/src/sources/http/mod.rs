@@ -3,13 +3,16 @@
 //! - `POST /v1/tenants/{tenant}/events`, `GET /v1/tenants/{tenant}/plugins`,
 //!   `GET /healthz` ([`events`]);
 //! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
-//!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]).
+//!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]);
+//! - served by [`server`]: hyper with header, body and idle timeouts and
+//!   caps on connections.
 //!
 //! Every error is JSON: `{"error": {"kind", "message"}}` on the `/v1`
 //! routes, Lambda's own shapes on the Lambda route.
 
 mod events;
 mod lambda;
+pub mod server;
 
 use super::{Source, Stop};
 use crate::auth::AuthError;
@@ -24,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use server::ServerLimits;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,6 +61,8 @@ pub fn router(api: Api) -> Router {
 pub struct HttpSource {
     pub listener: tokio::net::TcpListener,
     pub api: Api,
+    /// Timeouts and connection caps ([`server`]).
+    pub limits: ServerLimits,
 }
 
 impl Source for HttpSource {
@@ -69,9 +75,7 @@ impl Source for HttpSource {
         stop: Stop,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
-            axum::serve(self.listener, router(self.api))
-                .with_graceful_shutdown(stop.stopped())
-                .await?;
+            server::serve(self.listener, router(self.api), self.limits, stop.stopped()).await?;
             Ok(())
         })
     }

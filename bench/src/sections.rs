@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use triggerfish::dispatch::Dispatcher;
 use triggerfish::engine::{Metering, Runtime, RuntimeConfig};
 use triggerfish::plugin::PluginLoader;
+use triggerfish::tenant::operator::OperatorConfig;
 use triggerfish::tenant::registry::Tenants;
 use triggerfish::tenant::Tenant;
 use triggerfish::trigger::Trigger;
@@ -506,7 +507,13 @@ fn fairness() -> anyhow::Result<String> {
             "attacker",
             "[limits]\nfuel = 100_000_000_000_000\ntimeout-ms = 5000\nattempts = 1\n[plugins.10-hostile.config]\nmode = \"spin\"\n",
         );
-        let host = Arc::new(Tenants::open(PluginLoader::new(runtime_with(Metering::default()), None), dir.path()).await?);
+        // The attacker's tenant.toml raises its fuel and sets its timeout:
+        // the operator allows that here.
+        let operator = OperatorConfig::parse("[defaults.limits]\nfuel = 100_000_000_000_000\n", RuntimeConfig::default().max_memory_bytes)
+            .map_err(anyhow::Error::msg)?;
+        let host = Arc::new(Tenants::open_with(PluginLoader::new(runtime_with(Metering::default()), None), operator, dir.path()).await?);
+        let attacker = host.tenant("attacker").context("the attacker")?;
+        anyhow::ensure!(attacker.failures.is_empty(), "the attacker did not load: {:?}", attacker.failures);
         let victim = host.tenant("chain3").context("the victim")?;
         let measure = |victim: Arc<Tenant>| async move {
             let event = event();
@@ -567,6 +574,31 @@ fn wait_for_port(addr: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// Waits for `/healthz` to answer 200: every tenant loaded.
+fn wait_for_ready(addr: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let status = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://{addr}/healthz"),
+            ])
+            .output()?;
+        if status.stdout == b"200" {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "{addr} never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 struct Load {
@@ -671,6 +703,10 @@ fn http(seconds: u64) -> anyhow::Result<String> {
             }
         };
         wait_for_port(addr)?;
+        if name == "Triggerfish" {
+            // It listens at once and loads its tenants meanwhile.
+            wait_for_ready(addr)?;
+        }
         let url = format!("http://{addr}/v1/tenants/chain3/events");
         // Check the answer once: every server must give the same event back.
         let check = Command::new("curl")

@@ -40,12 +40,16 @@ impl Outcome<'_> {
     /// A short name for how the event ended: `ok`, a chain error's kind
     /// (`denied`, `timeout`, ...), `too-many-requests`, or `bad-event`.
     pub fn label(&self) -> &'static str {
-        match self.result {
-            Ok(_) => "ok",
-            Err(InvokeError::Chain(e)) => e.kind.as_str(),
-            Err(InvokeError::TooManyRequests { .. }) => "too-many-requests",
-            Err(InvokeError::Route(_) | InvokeError::Shape { .. }) => "bad-event",
-        }
+        label(self.result)
+    }
+}
+
+fn label(result: &Result<Value, InvokeError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(InvokeError::Chain(e)) => e.kind.as_str(),
+        Err(InvokeError::TooManyRequests { .. }) => "too-many-requests",
+        Err(InvokeError::Route(_) | InvokeError::Shape { .. }) => "bad-event",
     }
 }
 
@@ -137,12 +141,7 @@ impl Dispatcher {
         );
         async move {
             let result = chain::run(tenant, trigger, event, tally).await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(InvokeError::Chain(e)) => e.kind.as_str(),
-                Err(_) => "bad-event",
-            };
-            tracing::Span::current().record("outcome", outcome);
+            tracing::Span::current().record("outcome", label(&result));
             result
         }
         .instrument(span)

@@ -162,6 +162,15 @@ pub(super) fn read_folder(
         .into_iter()
         .enumerate()
         .map(|(index, (stem, path))| {
+            // A plugin's name lands in log lines: a control character in
+            // it (a newline, say) could forge one, so such a file is
+            // refused under its name escaped.
+            if stem.chars().any(char::is_control) {
+                let error =
+                    "the file name has control characters: plugin file names must be printable"
+                        .to_owned();
+                return (stem.escape_debug().to_string(), Err(error));
+            }
             let read = if index >= quotas.plugins {
                 Err(format!(
                     "over the tenant's quota of {} plugins",
@@ -237,6 +246,20 @@ pub fn wasm_files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_name_with_a_newline_is_refused_escaped() {
+        let dir = std::env::temp_dir().join(format!("tf-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("10-a\nINFO forged.wasm"), b"\0asm").unwrap();
+        let folder = read_folder(&dir, &TenantPolicy::default(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let [(name, read)] = folder.plugins.as_slice() else {
+            panic!("one entry expected")
+        };
+        assert_eq!(name, "10-a\\nINFO forged");
+        assert!(read.as_ref().unwrap_err().contains("control characters"));
+    }
     use std::os::unix::fs::symlink;
 
     fn scratch(name: &str) -> std::path::PathBuf {

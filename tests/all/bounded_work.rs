@@ -15,6 +15,8 @@ fn hostile_sync(dir: &PluginsDir, tenant: &str, settings: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_thousand_returned_sync_records_merge_in_linear_time() {
+    // CPU-heavy: takes turns with the tests that time something.
+    let _cpu = timing_sensitive().await;
     let dir = PluginsDir::new();
     hostile_sync(
         &dir,
@@ -40,6 +42,8 @@ async fn forty_thousand_returned_sync_records_merge_in_linear_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_empty_values_are_refused_before_they_are_copied() {
+    // CPU-heavy: takes turns with the tests that time something.
+    let _cpu = timing_sensitive().await;
     let dir = PluginsDir::new();
     // Enough guest memory to build them; the default output limit (1 MiB).
     hostile_sync(
@@ -83,8 +87,10 @@ fn logged_by(mode: &str, limits: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn empty_log_lines_are_charged_against_the_log_budget() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_log_lines_are_charged_against_the_log_budget() {
+    // CPU-heavy: takes turns with the tests that time something.
+    let _cpu = timing_sensitive().await;
     // 1.2 million empty lines, 4 KiB of log budget: each line costs at
     // least 64 bytes, so at most 64 lines, then one warning.
     let logged = logged_by("empty-log-flood", "log-kib = 4");
@@ -96,8 +102,8 @@ fn empty_log_lines_are_charged_against_the_log_budget() {
     );
 }
 
-#[test]
-fn a_plugin_cannot_forge_a_log_line() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_forge_a_log_line() {
     let logged = logged_by("log-inject", "");
     // The message stays on its own line, its newline escaped...
     assert!(

@@ -347,6 +347,8 @@ async fn a_tenant_memory_limit_reaches_the_probe() {
 /// tenant's new plugin is loaded and serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_tenant_holds_up_no_other_tenants_reload() {
+    // CPU-heavy: takes turns with the tests that time something.
+    let _cpu = timing_sensitive().await;
     let dir = PluginsDir::new();
     dir.plugin("quick", "10-step.wasm", guests::EMAIL_DENY_LIST);
     dir.plugin("slow", "10-step.wasm", guests::EMAIL_DENY_LIST)

@@ -263,6 +263,8 @@ async fn answered_throughout(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_swapped_with_a_fifo_freezes_nothing() {
+    // CPU-heavy: takes turns with the tests that time something.
+    let _cpu = timing_sensitive().await;
     let dir = PluginsDir::new();
     for tenant in ["flipper", "bystander"] {
         dir.plugin(tenant, "10-step.wasm", guests::PRESIGNUP_PROBE)
@@ -312,6 +314,8 @@ async fn a_plugin_swapped_with_a_fifo_freezes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_toml_swapped_with_a_fifo_freezes_nothing() {
+    // CPU-heavy: takes turns with the tests that time something.
+    let _cpu = timing_sensitive().await;
     let dir = PluginsDir::new();
     for tenant in ["flipper", "bystander"] {
         dir.plugin(tenant, "10-step.wasm", guests::PRESIGNUP_PROBE)
@@ -363,6 +367,8 @@ async fn tenant_toml_swapped_with_a_fifo_freezes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_to_large_trees_add_no_watches() {
+    // CPU-heavy: takes turns with the tests that time something.
+    let _cpu = timing_sensitive().await;
     // A tree of 2,000 folders outside the plugins folder.
     let outside = PluginsDir::new();
     let tree = outside.path().join("tree");

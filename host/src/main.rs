@@ -156,7 +156,7 @@ impl EngineArgs {
     }
 }
 
-/// The limits of the HTTP server (see `http_server::ServerLimits`).
+/// The limits of the HTTP server (see `sources::http::server::ServerLimits`).
 #[derive(clap::Args)]
 struct HttpArgs {
     /// Client connections open at once, all clients together (lowered to

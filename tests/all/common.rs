@@ -287,3 +287,82 @@ pub async fn define(tenant: &Tenant, session: Vec<Value>) -> (Value, Value, Valu
         r["failAuthentication"].clone(),
     )
 }
+
+/// `triggerfish serve` as a child process on a loopback port it picks,
+/// killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    /// `http://ADDR`.
+    pub base: String,
+    /// The last lines of its log, to show when a test fails.
+    log: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+impl ServeProcess {
+    /// Starts `serve` on `plugins_dir` with `args` beside `--listen` and
+    /// `--plugins-dir`, and returns once it says every tenant is loaded
+    /// (before that, /healthz answers 503 "starting").
+    pub fn start(plugins_dir: &std::path::Path, args: &[&str]) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--plugins-dir"])
+            .arg(plugins_dir)
+            .args(args)
+            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // Read the log for as long as the process lives (a full pipe would
+        // stop it), and hand over the address it says it serves on.
+        let log = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let address = Some(&line)
+                    .filter(|line| line.contains(" serving "))
+                    .and_then(|line| line.split_once("address="))
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                if let Some(address) = address {
+                    let _ = address_tx.send(address);
+                }
+                let mut lines = lines.lock().unwrap();
+                if lines.len() == 200 {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+        let address = address_rx.recv_timeout(std::time::Duration::from_secs(120));
+        let Ok(addr) = address else {
+            let _ = child.kill();
+            let log = log.lock().unwrap().iter().cloned().collect::<Vec<_>>();
+            panic!("the host did not start serving: {}", log.join("\n"));
+        };
+        ServeProcess {
+            child,
+            addr,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// The last lines of its log (at most 200).
+    pub fn last_log(&self) -> String {
+        let lines = self.log.lock().unwrap();
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,11 +8,7 @@
 use crate::common::*;
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 use serde_json::Value;
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a tenant swaps a name with a FIFO.
@@ -28,101 +24,30 @@ const AUTO_CONFIRM: &str = "[auth]\nmode = \"none\"\n\
     [plugins.10-step.config]\nmode = \"auto-confirm\"\n\
     [plugins.20-more.config]\nmode = \"auto-confirm\"\n";
 
-/// `triggerfish serve` on a loopback port it picks, killed when dropped.
-struct Serve {
-    child: Child,
-    base: String,
-    /// The last lines of its log, to show when a test fails.
-    log: Arc<Mutex<VecDeque<String>>>,
+/// `triggerfish serve` with the watcher on, a small pool and no compile
+/// cache.
+fn serve(plugins_dir: &Path) -> ServeProcess {
+    ServeProcess::start(plugins_dir, &["--no-cache", "--max-instances", "8"])
 }
 
-impl Serve {
-    fn start(plugins_dir: &Path) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-            .args([
-                "serve",
-                "--no-cache",
-                "--max-instances",
-                "8",
-                "--listen",
-                "127.0.0.1:0",
-                "--plugins-dir",
-            ])
-            .arg(plugins_dir)
-            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        // Read the log for as long as the process lives (a full pipe would
-        // stop it), and hand over the address it says it serves on.
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (address_tx, address_rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(" serving ") {
-                    if let Some(address) = line
-                        .split_whitespace()
-                        .find_map(|word| word.strip_prefix("address="))
-                    {
-                        let _ = address_tx.send(address.to_owned());
-                    }
-                }
-                let mut lines = lines.lock().unwrap();
-                if lines.len() == 200 {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        });
-        let serve = |address| Serve {
-            child,
-            base: format!("http://{address}"),
-            log,
-        };
-        match address_rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(address) => serve(address),
-            Err(_) => {
-                let server = serve(String::new());
-                panic!("the host did not start serving: {}", server.last_log());
-            }
+/// The inotify watches a server holds: the `inotify wd:` lines in the
+/// fdinfo of each of its inotify descriptors.
+fn inotify_watches(server: &ServeProcess) -> usize {
+    let proc = PathBuf::from(format!("/proc/{}", server.child.id()));
+    let mut watches = 0;
+    for fd in std::fs::read_dir(proc.join("fd")).unwrap().flatten() {
+        let is_inotify = std::fs::read_link(fd.path())
+            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:inotify");
+        if is_inotify {
+            let info = std::fs::read_to_string(proc.join("fdinfo").join(fd.file_name()))
+                .unwrap_or_default();
+            watches += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
         }
     }
-
-    fn last_log(&self) -> String {
-        let lines = self.log.lock().unwrap();
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    /// The inotify watches the process holds: the `inotify wd:` lines in
-    /// the fdinfo of each of its inotify descriptors.
-    fn inotify_watches(&self) -> usize {
-        let proc = PathBuf::from(format!("/proc/{}", self.child.id()));
-        let mut watches = 0;
-        for fd in std::fs::read_dir(proc.join("fd")).unwrap().flatten() {
-            let is_inotify = std::fs::read_link(fd.path())
-                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:inotify");
-            if is_inotify {
-                let info = std::fs::read_to_string(proc.join("fdinfo").join(fd.file_name()))
-                    .unwrap_or_default();
-                watches += info
-                    .lines()
-                    .filter(|l| l.starts_with("inotify wd:"))
-                    .count();
-            }
-        }
-        watches
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    watches
 }
 
 fn client() -> reqwest::Client {
@@ -133,7 +58,7 @@ fn client() -> reqwest::Client {
 }
 
 /// `GET /v1/tenants/{tenant}/plugins`, when it answers 200.
-async fn plugins_of(http: &reqwest::Client, server: &Serve, tenant: &str) -> Option<Value> {
+async fn plugins_of(http: &reqwest::Client, server: &ServeProcess, tenant: &str) -> Option<Value> {
     let url = format!("{}/v1/tenants/{tenant}/plugins", server.base);
     let answer = http.get(url).send().await.ok()?;
     if answer.status() != 200 {
@@ -159,7 +84,7 @@ fn error_for(listing: &Value, file: &str) -> Option<(String, bool)> {
 /// listing and the host's log after [`EVENTUALLY`].
 async fn listing_until(
     http: &reqwest::Client,
-    server: &Serve,
+    server: &ServeProcess,
     tenant: &str,
     what: &str,
     check: impl Fn(&Value) -> bool,
@@ -182,7 +107,11 @@ async fn listing_until(
 }
 
 /// Sends a pre sign-up event; whether it was auto-confirmed.
-async fn confirms(http: &reqwest::Client, server: &Serve, tenant: &str) -> Result<bool, String> {
+async fn confirms(
+    http: &reqwest::Client,
+    server: &ServeProcess,
+    tenant: &str,
+) -> Result<bool, String> {
     let url = format!("{}/v1/tenants/{tenant}/events", server.base);
     let answer = http
         .post(url)
@@ -221,7 +150,7 @@ fn swap_with_a_fifo(dir: PathBuf, name: &'static str) -> std::thread::JoinHandle
 /// [`ANSWER_WITHIN`].
 async fn answered_throughout(
     http: &reqwest::Client,
-    server: &Serve,
+    server: &ServeProcess,
     tenant: &str,
     race: std::thread::JoinHandle<usize>,
 ) -> usize {
@@ -270,7 +199,7 @@ async fn a_plugin_swapped_with_a_fifo_freezes_nothing() {
         dir.plugin(tenant, "10-step.wasm", guests::PRESIGNUP_PROBE)
             .settings(tenant, AUTO_CONFIRM);
     }
-    let server = Serve::start(dir.path());
+    let server = serve(dir.path());
     let http = client();
     assert_eq!(confirms(&http, &server, "flipper").await, Ok(true));
 
@@ -321,7 +250,7 @@ async fn tenant_toml_swapped_with_a_fifo_freezes_nothing() {
         dir.plugin(tenant, "10-step.wasm", guests::PRESIGNUP_PROBE)
             .settings(tenant, AUTO_CONFIRM);
     }
-    let server = Serve::start(dir.path());
+    let server = serve(dir.path());
     let http = client();
 
     let flipper = dir.tenant_dir("flipper");
@@ -383,9 +312,9 @@ async fn links_to_large_trees_add_no_watches() {
     let dir = PluginsDir::new();
     dir.plugin("t", "10-step.wasm", guests::PRESIGNUP_PROBE)
         .settings("t", AUTO_CONFIRM);
-    let server = Serve::start(dir.path());
+    let server = serve(dir.path());
     let http = client();
-    let before = server.inotify_watches();
+    let before = inotify_watches(&server);
     // The plugins folder and the one tenant folder.
     assert_eq!(before, 2, "watches at start");
 
@@ -413,7 +342,7 @@ async fn links_to_large_trees_add_no_watches() {
     })
     .await;
 
-    let after = server.inotify_watches();
+    let after = inotify_watches(&server);
     assert_eq!(
         after,
         before + 1,
@@ -432,8 +361,8 @@ async fn links_to_large_trees_add_no_watches() {
     // A removed tenant gives its watch back.
     std::fs::remove_dir_all(dir.tenant_dir("fresh")).unwrap();
     let started = Instant::now();
-    while server.inotify_watches() != before && started.elapsed() < EVENTUALLY {
+    while inotify_watches(&server) != before && started.elapsed() < EVENTUALLY {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(server.inotify_watches(), before, "{}", server.last_log());
+    assert_eq!(inotify_watches(&server), before, "{}", server.last_log());
 }

@@ -6,7 +6,7 @@ use crate::common::*;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -382,71 +382,6 @@ async fn at_the_total_cap_idle_connections_make_room_and_busy_ones_do_not() {
     }
 }
 
-/// `triggerfish serve` as a child process, killed when dropped.
-struct ServeProcess {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl ServeProcess {
-    fn start(plugins_dir: &std::path::Path, extra: &[&str]) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-            .args([
-                "serve",
-                "--no-watch",
-                "--no-cache",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--plugins-dir")
-            .arg(plugins_dir)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        // Keep reading the log, so the pipe never fills, and find the port
-        // in the line that says every tenant is loaded (before it,
-        // /healthz answers 503 "starting").
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = Some(&line)
-                    .filter(|line| line.contains(" serving "))
-                    .and_then(|line| line.split_once("address="))
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the server says where it listens: {:?}",
-                    log.lock().unwrap()
-                )
-            });
-        ServeProcess { child, addr, log }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Connections one flood helper process opens.
 const FLOOD_ENV: &str = "TRIGGERFISH_TEST_FLOOD";
 
@@ -570,7 +505,7 @@ async fn twenty_thousand_idle_connections_do_not_stop_other_clients() {
         return;
     }
     let dir = PluginsDir::new();
-    let server = ServeProcess::start(dir.path(), &[]);
+    let server = ServeProcess::start(dir.path(), &["--no-watch", "--no-cache"]);
     let test = async {
         // Another client, from another address, polls /healthz throughout.
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -667,7 +602,7 @@ async fn twenty_thousand_idle_connections_do_not_stop_other_clients() {
         .await
         .expect("the test ends within 60 s");
 
-    let log = server.log.lock().unwrap().join("\n");
+    let log = server.last_log();
     assert!(log.contains("connection refused: over the cap"), "{log}");
     assert!(log.contains("--max-connections-per-client"), "{log}");
     assert!(!log.contains("cannot accept connections"), "{log}");
@@ -694,6 +629,8 @@ async fn serve_takes_the_limits_as_flags_and_stops_gracefully_on_sigterm() {
     let mut server = ServeProcess::start(
         dir.path(),
         &[
+            "--no-watch",
+            "--no-cache",
             "--max-connections-per-client",
             "2",
             "--idle-timeout-ms",
@@ -735,14 +672,8 @@ async fn serve_takes_the_limits_as_flags_and_stops_gracefully_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
     // (The log is read by a thread of its own: give it the last lines.)
     let started = Instant::now();
-    while !server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("shutting down"))
-    {
-        let log = server.log.lock().unwrap().join("\n");
+    while !server.last_log().contains("shutting down") {
+        let log = server.last_log();
         assert!(started.elapsed() < Duration::from_secs(5), "{log}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -17,5 +17,6 @@ pub mod families;
 pub mod limits;
 pub mod plugin;
 pub mod sources;
+pub mod streams;
 pub mod tenant;
 pub mod trigger;

@@ -199,6 +199,14 @@ pub const DEFAULT_MAX_PLUGINS: usize = 32;
 /// JavaScript one carries its engine and is about 12 MiB.
 pub const DEFAULT_MAX_WASM_KIB: u64 = 32 * 1024;
 
+/// Records per second a tenant may append to its streams (a Kinesis
+/// shard's write rate), with a burst of one second's worth.
+pub const DEFAULT_STREAM_RECORDS_PER_SECOND: u64 = 1_000;
+/// Bytes a tenant's streams may hold, in MiB.
+pub const DEFAULT_STREAM_STORED_MIB: u64 = 1_024;
+/// How long stream records are kept (Kinesis's default, 24 hours).
+pub const DEFAULT_STREAM_RETENTION_S: u64 = 86_400;
+
 /// `[quotas]` in `tenant.toml`: what one tenant may hold of the host.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -209,6 +217,12 @@ pub struct QuotasConfig {
     pub plugins: Option<usize>,
     /// Size of one `.wasm` file, in KiB.
     pub wasm_kib: Option<u64>,
+    /// Records per second the tenant may append to its streams.
+    pub stream_records_per_second: Option<u64>,
+    /// Bytes the tenant's streams may hold, in MiB.
+    pub stream_stored_mib: Option<u64>,
+    /// How long the tenant's stream records are kept, in seconds.
+    pub stream_retention_s: Option<u64>,
 }
 
 /// A tenant's quotas, resolved.
@@ -217,6 +231,9 @@ pub struct Quotas {
     pub concurrency: usize,
     pub plugins: usize,
     pub wasm_bytes: u64,
+    pub stream_records_per_second: u64,
+    pub stream_stored_bytes: u64,
+    pub stream_retention: Duration,
 }
 
 impl Default for Quotas {
@@ -232,6 +249,9 @@ impl QuotasConfig {
             concurrency: DEFAULT_CONCURRENCY,
             plugins: DEFAULT_MAX_PLUGINS,
             wasm_bytes: DEFAULT_MAX_WASM_KIB * 1024,
+            stream_records_per_second: DEFAULT_STREAM_RECORDS_PER_SECOND,
+            stream_stored_bytes: DEFAULT_STREAM_STORED_MIB << 20,
+            stream_retention: Duration::from_secs(DEFAULT_STREAM_RETENTION_S),
         })
     }
 
@@ -244,13 +264,24 @@ impl QuotasConfig {
                 .wasm_kib
                 .map(|k| k.saturating_mul(1024))
                 .unwrap_or(base.wasm_bytes),
+            stream_records_per_second: self
+                .stream_records_per_second
+                .unwrap_or(base.stream_records_per_second),
+            stream_stored_bytes: self
+                .stream_stored_mib
+                .map(|m| m.saturating_mul(1 << 20))
+                .unwrap_or(base.stream_stored_bytes),
+            stream_retention: self
+                .stream_retention_s
+                .map(Duration::from_secs)
+                .unwrap_or(base.stream_retention),
         }
     }
 
     /// These quotas, unset keys taken from `ceiling`, none above it.
     pub fn within(&self, ceiling: &Quotas) -> Result<Quotas, String> {
         let quotas = self.over(ceiling);
-        let checks: [CeilingCheck; 3] = [
+        let checks: [CeilingCheck; 6] = [
             (
                 "concurrency",
                 self.concurrency.map(|n| n as u64),
@@ -268,6 +299,24 @@ impl QuotasConfig {
                 self.wasm_kib,
                 quotas.wasm_bytes >> 10,
                 ceiling.wasm_bytes >> 10,
+            ),
+            (
+                "stream-records-per-second",
+                self.stream_records_per_second,
+                quotas.stream_records_per_second,
+                ceiling.stream_records_per_second,
+            ),
+            (
+                "stream-stored-mib",
+                self.stream_stored_mib,
+                quotas.stream_stored_bytes >> 20,
+                ceiling.stream_stored_bytes >> 20,
+            ),
+            (
+                "stream-retention-s",
+                self.stream_retention_s,
+                quotas.stream_retention.as_secs(),
+                ceiling.stream_retention.as_secs(),
             ),
         ];
         within_ceilings("quotas", &checks)?;

@@ -3,11 +3,13 @@
 //!
 //! - [`http`]: the HTTP API (the `/v1` routes and the Lambda Invoke route).
 //! - [`json`]: reading an event's JSON strictly, for every source.
+//! - [`streams`]: the consumers of the event source mappings.
 //!
 //! [`Dispatcher`]: crate::dispatch::Dispatcher
 
 pub mod http;
 pub mod json;
+pub mod streams;
 
 use std::future::Future;
 use std::pin::Pin;

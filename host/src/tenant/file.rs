@@ -23,6 +23,9 @@ pub struct TenantFile {
     /// Settings per plugin, keyed by file stem (`10-email-deny-list`).
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginFile>,
+    /// Event source mappings: streams whose records feed the plugins.
+    #[serde(default)]
+    pub event_sources: Vec<crate::streams::mapping::EventSourceFile>,
 }
 
 /// One plugin's settings.

@@ -20,6 +20,7 @@ use crate::engine::outbound::Outbound;
 use crate::engine::state::PluginConfig;
 use crate::limits::{Limits, Quotas};
 use crate::plugin::{Plugin, PluginLoader};
+use crate::streams::mapping::EventSource;
 use file::TenantFile;
 use files::{off_worker, read_folder};
 use operator::TenantPolicy;
@@ -59,6 +60,7 @@ pub(super) struct Settings {
     quotas: Quotas,
     plugin_settings: BTreeMap<String, PluginSettings>,
     default_settings: PluginSettings,
+    event_sources: Vec<EventSource>,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
         let outbound = file
             .outbound
             .within(&no_hosts, &policy.outbound, "outbound")?;
+        let event_sources = crate::streams::mapping::resolve_all(&file.event_sources)?;
         let mut plugin_settings = BTreeMap::new();
         for (stem, plugin) in file.plugins {
             let table = |part: &str| format!("plugins.{stem}.{part}");
@@ -110,6 +113,7 @@ impl Settings {
             limits,
             quotas,
             plugin_settings,
+            event_sources,
         })
     }
 }
@@ -146,6 +150,9 @@ pub struct Tenant {
     pub failures: Vec<LoadFailure>,
     plugin_settings: BTreeMap<String, PluginSettings>,
     default_settings: PluginSettings,
+    /// Event source mappings (`[[event-sources]]`), run by the stream
+    /// consumers.
+    pub event_sources: Vec<EventSource>,
 }
 
 impl Tenant {
@@ -258,6 +265,7 @@ impl Tenant {
         self.quotas = previous.quotas.clone();
         self.plugin_settings = previous.plugin_settings.clone();
         self.default_settings = previous.default_settings.clone();
+        self.event_sources = previous.event_sources.clone();
     }
 
     /// The last load error of the plugin with this file stem, if its
@@ -272,6 +280,7 @@ impl Tenant {
         self.quotas = settings.quotas;
         self.plugin_settings = settings.plugin_settings;
         self.default_settings = settings.default_settings;
+        self.event_sources = settings.event_sources;
     }
 
     /// The settings of the plugin with this file stem (the tenant's

@@ -164,6 +164,11 @@ impl Tenants {
         self.tenants.load().get(name).cloned()
     }
 
+    /// Every tenant loaded, by name.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        self.tenants.load().values().cloned().collect()
+    }
+
     pub fn count(&self) -> usize {
         self.tenants.load().len()
     }

@@ -1,0 +1,637 @@
+//! One mapping's consumer: reads its stream, builds Lambda's event, hands
+//! it to the tenant's plugins ([`Deliver`]) and decides from the answer
+//! what to commit, retry, split or give up on, with Lambda's rules.
+//!
+//! - Ordered kinds (Kinesis, DynamoDB): one task per lane of each shard. A
+//!   failing batch holds its lane back: it is retried (with backoff), split
+//!   in two when `bisect-batch-on-error` is on (a split is not counted as
+//!   a retry), and given up on when `max-retry-attempts` retries have
+//!   failed or its records are older than `max-record-age-s`: the failure
+//!   destination gets Lambda's on-failure record with the records, and
+//!   the lane moves on. With `report-batch-item-failures`, everything
+//!   before the lowest failed record is committed and the rest retried.
+//! - SQS: messages become invisible for `visibility-timeout-s` when
+//!   received; the ones that succeeded are deleted, failed ones come back
+//!   once it runs out, and past `max-receive-count` receives they go to
+//!   the dead-letter stream (`on-failure`).
+//! - S3: each event is its own invocation, retried twice (after 1 s and 2
+//!   s), then sent to `on-failure` as Lambda's asynchronous failure record.
+//!
+//! Delivery is at least once: a checkpoint or deletion is written only
+//! after the plugins answered, so a crash redelivers the batch in flight
+//! (a duplicate), and never loses a record. A host that is busy (the
+//! tenant at its concurrency quota) is waited for, with backoff, without
+//! counting an attempt.
+
+use crate::streams::engine::{lane_of, EngineError, Lane, NewRecord, StoredRecord, POLL};
+use crate::streams::mapping::{EventSource, StartingPosition};
+use crate::streams::records::{self, Condition, LastError, Receipt};
+use crate::streams::{now_ms, Counters, StreamId, StreamKind, Streams};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How the plugins answered a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// They ran: the identifiers of the records that failed (none: all
+    /// done).
+    Done { failures: Vec<String> },
+    /// The whole batch failed (an error, a trap, a timeout...).
+    Failed(LastError),
+    /// The host had no room (the tenant at its concurrency quota): try
+    /// again later without counting an attempt.
+    Busy,
+}
+
+impl Answer {
+    /// Reads a dispatcher's answer: `{"batchItemFailures": [{"itemIdentifier"}]}`.
+    /// A missing or empty list is success, as with Lambda; a malformed one
+    /// fails the whole batch.
+    pub fn from_response(response: &Value) -> Answer {
+        let Some(list) = response.get("batchItemFailures") else {
+            return Answer::Done { failures: vec![] };
+        };
+        let malformed = || {
+            Answer::Failed(LastError {
+                kind: "invalid-response".into(),
+                message: format!(
+                    "batchItemFailures is not a list of {{\"itemIdentifier\": string}}: {list}"
+                ),
+            })
+        };
+        match list {
+            Value::Null => Answer::Done { failures: vec![] },
+            Value::Array(items) => {
+                let mut failures = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.get("itemIdentifier").and_then(Value::as_str) {
+                        Some(id) if !id.is_empty() => failures.push(id.to_owned()),
+                        _ => return malformed(),
+                    }
+                }
+                Answer::Done { failures }
+            }
+            _ => malformed(),
+        }
+    }
+}
+
+/// Hands an event to a tenant's plugins; the real one calls the
+/// dispatcher, the unit tests a closure.
+pub trait Deliver: Send + Sync + 'static {
+    fn deliver(&self, event: Value) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>>;
+    /// The tenant's stored-bytes quota, for what goes to a failure
+    /// destination.
+    fn stored_bytes_limit(&self) -> u64;
+}
+
+/// Everything one mapping's tasks share.
+pub struct Consumer {
+    pub streams: Arc<Streams>,
+    pub deliver: Arc<dyn Deliver>,
+    pub mapping: EventSource,
+    pub id: StreamId,
+    pub counters: Arc<Counters>,
+    /// Batches in flight across every mapping of the host.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The pause before retry `n` (from 1): 100 ms doubling, at most 5 s.
+pub fn retry_backoff(n: u32) -> Duration {
+    Duration::from_millis(
+        100u64
+            .saturating_mul(1 << n.saturating_sub(1).min(6))
+            .min(5_000),
+    )
+}
+
+/// The pause before S3 retry `n` (from 1): 1 s, 2 s (Lambda waits 1 and 2 minutes).
+fn s3_retry_delay(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n.max(1)))
+}
+
+impl Consumer {
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps, or less if told to stop.
+    async fn pause(&self, duration: Duration) {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    async fn deliver(&self, event: Value) -> Answer {
+        let _permit = self.in_flight.acquire().await;
+        self.deliver.deliver(event).await
+    }
+
+    /// Runs until told to stop; an engine failure is logged and the task
+    /// starts over from its checkpoint a second later.
+    pub async fn run_lane(self: Arc<Self>, partition: u32, lane: u32) {
+        while !self.stopped() {
+            if let Err(error) = self.lane(partition, lane).await {
+                tracing::error!(tenant = %self.id.tenant, mapping = %self.mapping.name, partition, %error, "stream consumer failed; starting over");
+                self.pause(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Runs a queue mapping (SQS or S3) until told to stop.
+    pub async fn run_queue(self: Arc<Self>) {
+        while !self.stopped() {
+            if let Err(error) = self.queue().await {
+                tracing::error!(tenant = %self.id.tenant, mapping = %self.mapping.name, %error, "queue consumer failed; starting over");
+                self.pause(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn lane_id(&self, partition: u32, lane: u32) -> Lane {
+        Lane {
+            stream: self.id.clone(),
+            mapping: self.mapping.name.clone(),
+            partition,
+            lane,
+        }
+    }
+
+    /// Where a lane starts: its checkpoint, or the mapping's starting
+    /// position (`latest` is written down at once, so a restart does not
+    /// skip what came meanwhile).
+    pub async fn start_of(&self, lane: &Lane) -> Result<u64, EngineError> {
+        let engine = &self.streams.engine;
+        if let Some(seq) = engine.checkpoint(lane).await? {
+            return Ok(seq);
+        }
+        match self.mapping.starting_position {
+            StartingPosition::TrimHorizon => Ok(0),
+            StartingPosition::Latest => {
+                let last = engine.stream(&self.id).await?.map_or(0, |s| s.last_seq);
+                engine.commit(lane, last).await?;
+                Ok(last)
+            }
+        }
+    }
+
+    /// Up to a batch of the lane's records after `after`.
+    async fn read_lane(
+        &self,
+        partition: u32,
+        lane: u32,
+        after: u64,
+    ) -> Result<Vec<StoredRecord>, EngineError> {
+        let lanes = self.mapping.parallelization;
+        let want = self.mapping.batch_size;
+        let mut batch = Vec::new();
+        let mut cursor = after;
+        loop {
+            let page = self
+                .streams
+                .engine
+                .read(&self.id, partition, cursor, want.max(100))
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(batch);
+            };
+            cursor = last.seq;
+            let full = page.len() < want.max(100);
+            batch.extend(
+                page.into_iter()
+                    .filter(|r| lanes == 1 || lane_of(&r.key, lanes) == lane),
+            );
+            if batch.len() >= want || full {
+                batch.truncate(want);
+                return Ok(batch);
+            }
+        }
+    }
+
+    async fn lane(&self, partition: u32, lane_no: u32) -> Result<(), EngineError> {
+        let lane = self.lane_id(partition, lane_no);
+        let mut checkpoint = self.start_of(&lane).await?;
+        let waker = self.streams.waker(&self.id);
+        while !self.stopped() {
+            let woken = waker.notified();
+            let mut batch = self.read_lane(partition, lane_no, checkpoint).await?;
+            if batch.is_empty() {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(POLL * 5) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                continue;
+            }
+            let window = self.mapping.batching_window;
+            if batch.len() < self.mapping.batch_size && !window.is_zero() {
+                let waited = Duration::from_millis(now_ms().saturating_sub(batch[0].arrived_ms));
+                if waited < window {
+                    self.pause(window - waited).await;
+                    batch = self.read_lane(partition, lane_no, checkpoint).await?;
+                }
+            }
+            Counters::add(&self.counters.records_in, batch.len());
+            checkpoint = self.ordered_batch(&lane, batch, checkpoint).await?;
+        }
+        Ok(())
+    }
+
+    fn event(&self, records: &[StoredRecord]) -> Value {
+        let kind = self.mapping.kind;
+        json!({"Records": records.iter().map(|r| records::lambda_record(&self.id, kind, r, None)).collect::<Vec<_>>()})
+    }
+
+    /// Takes one batch of an ordered lane to the end: every record is
+    /// committed as processed or given up on, unless told to stop (then
+    /// the checkpoint stays where it got to). Returns the new checkpoint.
+    pub async fn ordered_batch(
+        &self,
+        lane: &Lane,
+        batch: Vec<StoredRecord>,
+        mut checkpoint: u64,
+    ) -> Result<u64, EngineError> {
+        let engine = self.streams.engine.clone();
+        let counters = &self.counters;
+        let mut pending = batch;
+        // How much of `pending` the next invocation gets (bisect shrinks it).
+        let mut window = pending.len();
+        let mut attempts = 0u32;
+        let mut invocations = 0u32;
+        let mut busy = 0u32;
+        let mut last_error: Option<LastError> = None;
+        let mut delivered_up_to = checkpoint;
+        while !pending.is_empty() && !self.stopped() {
+            if let Some(age) = self.mapping.max_record_age {
+                let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
+                let expired = pending.iter().take_while(|r| r.arrived_ms < cutoff).count();
+                if expired > 0 {
+                    let gone: Vec<StoredRecord> = pending.drain(..expired).collect();
+                    self.give_up(
+                        &gone,
+                        Condition::RecordAgeExceeded,
+                        invocations,
+                        last_error.as_ref(),
+                    )
+                    .await?;
+                    checkpoint = gone[gone.len() - 1].seq;
+                    engine.commit(lane, checkpoint).await?;
+                    window = pending.len();
+                    (attempts, invocations, last_error) = (0, 0, None);
+                    continue;
+                }
+            }
+            window = window.clamp(1, pending.len());
+            let tried = &pending[..window];
+            let again = tried.iter().filter(|r| r.seq <= delivered_up_to).count();
+            Counters::add(&counters.retried, again);
+            delivered_up_to = delivered_up_to.max(tried[tried.len() - 1].seq);
+            let answer = self.deliver(self.event(tried)).await;
+            let failed_from = match answer {
+                Answer::Busy => {
+                    busy += 1;
+                    self.pause(retry_backoff(busy)).await;
+                    continue;
+                }
+                Answer::Done { failures }
+                    if failures.is_empty() || !self.mapping.report_batch_item_failures =>
+                {
+                    None
+                }
+                Answer::Done { failures } => {
+                    let position =
+                        |id: &String| tried.iter().position(|r| r.seq.to_string() == *id);
+                    match failures.iter().map(position).collect::<Option<Vec<usize>>>() {
+                        Some(found) => {
+                            let lowest = found.into_iter().min().unwrap_or(0);
+                            Some((lowest, LastError {
+                                kind: "partial-failure".into(),
+                                message: format!("{} records of the batch failed", failures.len()),
+                            }))
+                        }
+                        None => Some((0, LastError {
+                            kind: "invalid-response".into(),
+                            message: format!("batchItemFailures names records not in the batch: {failures:?}"),
+                        })),
+                    }
+                }
+                Answer::Failed(error) => Some((0, error)),
+            };
+            busy = 0;
+            invocations += 1;
+            let Some((lowest, error)) = failed_from else {
+                Counters::add(&counters.processed, window);
+                pending.drain(..window);
+                checkpoint = delivered_up_to;
+                engine.commit(lane, checkpoint).await?;
+                window = pending.len();
+                (attempts, invocations, last_error) = (0, 0, None);
+                continue;
+            };
+            tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, partition = lane.partition,
+                first = pending[lowest].seq, records = window - lowest, kind = %error.kind, error = %error.message, "batch failed");
+            Counters::add(&counters.failed, window - lowest);
+            if lowest > 0 {
+                // Everything before the lowest failed record is done.
+                Counters::add(&counters.processed, lowest);
+                checkpoint = pending[lowest - 1].seq;
+                engine.commit(lane, checkpoint).await?;
+                pending.drain(..lowest);
+                window -= lowest;
+            }
+            last_error = Some(error);
+            if self.mapping.bisect_batch_on_error && window > 1 && lowest == 0 {
+                // A split is not a retry: halve until the poison is alone.
+                window = window.div_ceil(2);
+                continue;
+            }
+            attempts += 1;
+            if self
+                .mapping
+                .max_retry_attempts
+                .is_some_and(|max| attempts > max)
+            {
+                let gone: Vec<StoredRecord> = pending.drain(..window).collect();
+                self.give_up(
+                    &gone,
+                    Condition::RetryAttemptsExhausted,
+                    invocations,
+                    last_error.as_ref(),
+                )
+                .await?;
+                checkpoint = gone[gone.len() - 1].seq;
+                engine.commit(lane, checkpoint).await?;
+                window = pending.len();
+                (attempts, invocations, last_error) = (0, 0, None);
+                continue;
+            }
+            self.pause(retry_backoff(attempts)).await;
+        }
+        Ok(checkpoint)
+    }
+
+    /// Sends records given up on to the failure destination (if the
+    /// mapping has one; otherwise they are dropped, as Lambda does). A
+    /// destination that cannot take them holds the lane back: retried
+    /// until it can.
+    async fn give_up(
+        &self,
+        gone: &[StoredRecord],
+        condition: Condition,
+        invocations: u32,
+        error: Option<&LastError>,
+    ) -> Result<(), EngineError> {
+        let failure = records::ordered_failure(
+            &self.id,
+            self.mapping.kind,
+            gone,
+            condition,
+            invocations,
+            error,
+        );
+        tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, records = gone.len(),
+            condition = condition.as_str(), destination = self.mapping.on_failure.as_deref().unwrap_or("none"), "records given up on");
+        self.send_to_failure_destination(failure.to_string(), json!({}), gone.len())
+            .await
+    }
+
+    async fn send_to_failure_destination(
+        &self,
+        body: String,
+        attributes: Value,
+        records: usize,
+    ) -> Result<(), EngineError> {
+        let Some(target) = &self.mapping.on_failure else {
+            return Ok(());
+        };
+        let id = StreamId::new(&self.id.tenant, target);
+        let mut tries = 0;
+        loop {
+            let record = NewRecord {
+                key: String::new(),
+                body: json!({"body": body, "messageAttributes": attributes}),
+            };
+            match self
+                .streams
+                .engine
+                .append(
+                    &id,
+                    StreamKind::Sqs,
+                    vec![record],
+                    self.deliver.stored_bytes_limit(),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.streams.waker(&id).notify_waiters();
+                    Counters::add(&self.counters.sent_to_failure_destination, records);
+                    return Ok(());
+                }
+                Err(
+                    error @ (EngineError::KindMismatch { .. } | EngineError::StorageQuota { .. }),
+                ) => {
+                    tries += 1;
+                    if tries == 1 {
+                        tracing::error!(tenant = %self.id.tenant, mapping = %self.mapping.name, %error, "the failure destination cannot take the records; holding them");
+                    }
+                    if self.stopped() {
+                        return Err(error);
+                    }
+                    self.pause(retry_backoff(tries)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// An SQS or S3 mapping: receive, deliver, settle.
+    async fn queue(&self) -> Result<(), EngineError> {
+        let engine = self.streams.engine.clone();
+        let waker = self.streams.waker(&self.id);
+        let s3 = self.mapping.kind == StreamKind::S3;
+        // S3 events stay invisible while being handled; a crash makes them
+        // visible again after this.
+        let visibility = if s3 {
+            Duration::from_secs(60)
+        } else {
+            self.mapping.visibility_timeout
+        };
+        while !self.stopped() {
+            let woken = waker.notified();
+            let mut received = engine
+                .receive(&self.id, self.mapping.batch_size, visibility)
+                .await?;
+            if received.is_empty() {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                continue;
+            }
+            let window = self.mapping.batching_window;
+            if !s3 && received.len() < self.mapping.batch_size && !window.is_zero() {
+                self.pause(window).await;
+                let more = self.mapping.batch_size - received.len();
+                received.extend(engine.receive(&self.id, more, visibility).await?);
+            }
+            let first = received.iter().filter(|r| r.receive_count == 1).count();
+            Counters::add(&self.counters.records_in, first);
+            Counters::add(&self.counters.retried, received.len() - first);
+            if s3 {
+                for message in received {
+                    self.s3_event(message).await?;
+                }
+            } else {
+                self.sqs_batch(received).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sqs_batch(
+        &self,
+        received: Vec<crate::streams::engine::Received>,
+    ) -> Result<(), EngineError> {
+        let engine = &self.streams.engine;
+        let (dead, live): (Vec<_>, Vec<_>) = received.into_iter().partition(|m| {
+            self.mapping
+                .max_receive_count
+                .is_some_and(|max| m.receive_count > max)
+        });
+        for message in &dead {
+            // The dead-letter stream gets the message as it was sent.
+            let body = message.record.body["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let attributes = message
+                .record
+                .body
+                .get("messageAttributes")
+                .cloned()
+                .unwrap_or(json!({}));
+            self.send_to_failure_destination(body, attributes, 1)
+                .await?;
+            engine.settle(&self.id, vec![message.record.seq]).await?;
+        }
+        if live.is_empty() {
+            return Ok(());
+        }
+        let event = json!({"Records": live.iter().map(|m| records::lambda_record(&self.id, StreamKind::Sqs, &m.record, Some(Receipt {
+            receive_count: m.receive_count,
+            first_receive_ms: m.first_receive_ms,
+        }))).collect::<Vec<_>>()});
+        let ids: Vec<String> = live
+            .iter()
+            .map(|m| records::message_id(&self.id, m.record.seq))
+            .collect();
+        let all: Vec<u64> = live.iter().map(|m| m.record.seq).collect();
+        match self.deliver(event).await {
+            Answer::Busy => {
+                for seq in all {
+                    engine.release(&self.id, seq, Duration::ZERO, true).await?;
+                }
+                self.pause(retry_backoff(1)).await;
+            }
+            Answer::Done { failures }
+                if failures.is_empty() || !self.mapping.report_batch_item_failures =>
+            {
+                Counters::add(&self.counters.processed, all.len());
+                engine.settle(&self.id, all).await?;
+            }
+            Answer::Done { failures } => {
+                if failures.iter().all(|f| ids.contains(f)) {
+                    let done: Vec<u64> = live
+                        .iter()
+                        .zip(&ids)
+                        .filter(|(_, id)| !failures.contains(id))
+                        .map(|(m, _)| m.record.seq)
+                        .collect();
+                    Counters::add(&self.counters.processed, done.len());
+                    Counters::add(&self.counters.failed, all.len() - done.len());
+                    engine.settle(&self.id, done).await?;
+                } else {
+                    tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, "batchItemFailures names messages not in the batch; the whole batch failed");
+                    Counters::add(&self.counters.failed, all.len());
+                }
+            }
+            Answer::Failed(error) => {
+                tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, messages = all.len(), kind = %error.kind, error = %error.message, "batch failed");
+                Counters::add(&self.counters.failed, all.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn s3_event(&self, message: crate::streams::engine::Received) -> Result<(), EngineError> {
+        let engine = &self.streams.engine;
+        let seq = message.record.seq;
+        let event = json!({"Records": [message.record.body]});
+        let too_old = self.mapping.max_record_age.is_some_and(|age| {
+            now_ms().saturating_sub(message.record.arrived_ms) > age.as_millis() as u64
+        });
+        let retries = self.mapping.max_retry_attempts.unwrap_or(0);
+        if too_old || message.receive_count > retries + 1 {
+            let condition = if too_old {
+                Condition::EventAgeExceeded
+            } else {
+                Condition::RetriesExhausted
+            };
+            let failure = records::async_failure(
+                &self.id,
+                &event,
+                condition,
+                message.receive_count - 1,
+                None,
+            );
+            self.send_to_failure_destination(failure.to_string(), json!({}), 1)
+                .await?;
+            return engine.settle(&self.id, vec![seq]).await;
+        }
+        let error = match self.deliver(event.clone()).await {
+            Answer::Busy => {
+                engine
+                    .release(&self.id, seq, retry_backoff(1), true)
+                    .await?;
+                return Ok(());
+            }
+            Answer::Done { failures } if failures.is_empty() => None,
+            Answer::Done { failures } => Some(LastError {
+                kind: "partial-failure".into(),
+                message: format!("the plugins reported {failures:?} failed"),
+            }),
+            Answer::Failed(error) => Some(error),
+        };
+        let Some(error) = error else {
+            Counters::add(&self.counters.processed, 1);
+            return engine.settle(&self.id, vec![seq]).await;
+        };
+        Counters::add(&self.counters.failed, 1);
+        tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, attempt = message.receive_count, kind = %error.kind, error = %error.message, "S3 event failed");
+        if message.receive_count > retries {
+            let failure = records::async_failure(
+                &self.id,
+                &event,
+                Condition::RetriesExhausted,
+                message.receive_count,
+                Some(&error),
+            );
+            self.send_to_failure_destination(failure.to_string(), json!({}), 1)
+                .await?;
+            return engine.settle(&self.id, vec![seq]).await;
+        }
+        engine
+            .release(&self.id, seq, s3_retry_delay(message.receive_count), false)
+            .await
+    }
+}

@@ -14,7 +14,10 @@ use triggerfish::plugin::compile::{self, Compiler, SubprocessCompiler, WorkerArg
 use triggerfish::plugin::PluginLoader;
 use triggerfish::sources::http::server::{self as http_server, ServerLimits};
 use triggerfish::sources::http::{Api, HttpSource};
+use triggerfish::sources::streams::StreamsSource;
 use triggerfish::sources::{self, Source};
+use triggerfish::streams::embedded::EmbeddedEngine;
+use triggerfish::streams::Streams;
 use triggerfish::tenant::operator::OperatorConfig;
 use triggerfish::tenant::registry::Tenants;
 use triggerfish::tenant::{is_tenant_name, watch, Tenant};
@@ -52,6 +55,11 @@ enum Command {
         /// Do not watch the folder; reload only on SIGHUP (for production).
         #[arg(long)]
         no_watch: bool,
+        /// Where the embedded engine keeps streams, checkpoints and queues
+        /// [default: DIR/.triggerfish-data, inside the plugins folder; a
+        /// folder whose name starts with a dot is never a tenant].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -200,6 +208,9 @@ impl HttpArgs {
     }
 }
 
+/// The data folder inside the plugins folder, when `--data-dir` is not given.
+const DEFAULT_DATA_DIR: &str = ".triggerfish-data";
+
 fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -246,6 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             plugins_dir,
             listen,
             no_watch,
+            data_dir,
             engine,
             http,
         } => {
@@ -287,15 +299,27 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     }
                 }
             });
+            let data_dir = data_dir.unwrap_or_else(|| plugins_dir.join(DEFAULT_DATA_DIR));
+            let engine = EmbeddedEngine::open(&data_dir)
+                .with_context(|| format!("cannot open the streams in {}", data_dir.display()))?;
+            let streams = Arc::new(Streams::new(Arc::new(engine)));
             let api = Api {
-                tenants,
-                dispatcher,
+                tenants: tenants.clone(),
+                dispatcher: dispatcher.clone(),
+                streams: Some(streams.clone()),
             };
-            let sources: Vec<Box<dyn Source>> = vec![Box::new(HttpSource {
-                listener,
-                api,
-                limits: http.limits(),
-            })];
+            let sources: Vec<Box<dyn Source>> = vec![
+                Box::new(HttpSource {
+                    listener,
+                    api,
+                    limits: http.limits(),
+                }),
+                Box::new(StreamsSource {
+                    streams,
+                    tenants,
+                    dispatcher,
+                }),
+            ];
             let (stop_handle, stop) = sources::stop_signal();
             let stop_handle = Arc::new(stop_handle);
             tokio::spawn({

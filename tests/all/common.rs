@@ -113,6 +113,7 @@ impl Server {
         let api = Api {
             tenants,
             dispatcher: Arc::new(Dispatcher::new()),
+            streams: None,
         };
         let task = tokio::spawn(async move {
             serve(listener, router(api), limits, std::future::pending())

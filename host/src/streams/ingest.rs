@@ -112,9 +112,11 @@ pub fn parse(kind: StreamKind, body: &Value) -> Result<Vec<NewRecord>, IngestErr
         {
             v
         }
-        Some(other) => return Err(invalid(format!(
+        Some(other) => {
+            return Err(invalid(format!(
             "StreamViewType {other} is not KEYS_ONLY, NEW_IMAGE, OLD_IMAGE or NEW_AND_OLD_IMAGES"
-        ))),
+        )))
+        }
     };
     let mut total = 0usize;
     let mut records = Vec::with_capacity(list.len());

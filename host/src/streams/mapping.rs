@@ -196,9 +196,11 @@ impl EventSourceFile {
             }
             (_, None | Some(-1)) => None,
             (_, Some(n)) if (1..=MAX_RECORD_AGE_S).contains(&n) => Some(n),
-            (_, Some(n)) => return fail(format!(
+            (_, Some(n)) => {
+                return fail(format!(
                 "max-record-age-s = {n} is out of range: -1 (no limit) or 1..={MAX_RECORD_AGE_S}"
-            )),
+            ))
+            }
         }
         .map(|s| Duration::from_secs(s as u64));
         if let Some(target) = &self.on_failure {

@@ -28,7 +28,7 @@ pub(super) async fn healthz(State(api): State<Api>) -> Response {
 }
 
 /// The tenant a `/v1` path names, if the caller's bearer key may use it.
-fn authorized_tenant(
+pub(super) fn authorized_tenant(
     api: &Api,
     name: &str,
     headers: &HeaderMap,

@@ -2,6 +2,8 @@
 //!
 //! - `POST /v1/tenants/{tenant}/events`, `GET /v1/tenants/{tenant}/plugins`,
 //!   `GET /healthz` ([`events`]);
+//! - `POST|GET /v1/tenants/{tenant}/streams/{stream}/records`,
+//!   `GET /v1/tenants/{tenant}/event-sources` ([`streams`]);
 //! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
 //!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]);
 //! - served by [`server`]: hyper with header, body and idle timeouts and
@@ -13,6 +15,7 @@
 mod events;
 mod lambda;
 pub mod server;
+mod streams;
 
 use super::{Source, Stop};
 use crate::auth::AuthError;
@@ -41,6 +44,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct Api {
     pub tenants: Arc<Tenants>,
     pub dispatcher: Arc<Dispatcher>,
+    /// The streams the host keeps; none: the stream routes answer 503.
+    pub streams: Option<Arc<crate::streams::Streams>>,
 }
 
 /// The API's routes.
@@ -49,6 +54,14 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(events::healthz))
         .route("/v1/tenants/{tenant}/events", post(events::event))
         .route("/v1/tenants/{tenant}/plugins", get(events::plugins))
+        .route(
+            "/v1/tenants/{tenant}/streams/{stream}/records",
+            post(streams::append).get(streams::read),
+        )
+        .route(
+            "/v1/tenants/{tenant}/event-sources",
+            get(streams::event_sources),
+        )
         .route(
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),

@@ -17,6 +17,8 @@ use triggerfish::sources::http::{Api, HttpSource};
 use triggerfish::sources::streams::StreamsSource;
 use triggerfish::sources::{self, Source};
 use triggerfish::streams::embedded::EmbeddedEngine;
+use triggerfish::streams::engine::Engine;
+use triggerfish::streams::nats::NatsEngine;
 use triggerfish::streams::Streams;
 use triggerfish::tenant::operator::OperatorConfig;
 use triggerfish::tenant::registry::Tenants;
@@ -60,6 +62,11 @@ enum Command {
         /// folder whose name starts with a dot is never a tenant].
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Keep streams on NATS JetStream at this URL (`nats://HOST:PORT`),
+        /// shared with every host connected to it, rather than in the
+        /// embedded engine.
+        #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+        streams: Option<String>,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -258,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             listen,
             no_watch,
             data_dir,
+            streams,
             engine,
             http,
         } => {
@@ -299,10 +307,20 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     }
                 }
             });
-            let data_dir = data_dir.unwrap_or_else(|| plugins_dir.join(DEFAULT_DATA_DIR));
-            let engine = EmbeddedEngine::open(&data_dir)
-                .with_context(|| format!("cannot open the streams in {}", data_dir.display()))?;
-            let streams = Arc::new(Streams::new(Arc::new(engine)));
+            let engine: Arc<dyn Engine> = match streams {
+                Some(url) => Arc::new(
+                    NatsEngine::connect(&url)
+                        .await
+                        .with_context(|| format!("cannot use the streams at {url}"))?,
+                ),
+                None => {
+                    let data_dir = data_dir.unwrap_or_else(|| plugins_dir.join(DEFAULT_DATA_DIR));
+                    Arc::new(EmbeddedEngine::open(&data_dir).with_context(|| {
+                        format!("cannot open the streams in {}", data_dir.display())
+                    })?)
+                }
+            };
+            let streams = Arc::new(Streams::new(engine));
             let api = Api {
                 tenants: tenants.clone(),
                 dispatcher: dispatcher.clone(),

@@ -334,7 +334,7 @@ impl ServeProcess {
                     let _ = address_tx.send(address);
                 }
                 let mut lines = lines.lock().unwrap();
-                if lines.len() == 200 {
+                if lines.len() == 5000 {
                     lines.pop_front();
                 }
                 lines.push_back(line);
@@ -354,7 +354,7 @@ impl ServeProcess {
         }
     }
 
-    /// The last lines of its log (at most 200).
+    /// The last lines of its log (at most 5000).
     pub fn last_log(&self) -> String {
         let lines = self.log.lock().unwrap();
         lines.iter().cloned().collect::<Vec<_>>().join("\n")

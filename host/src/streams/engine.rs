@@ -163,6 +163,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Sets the lane's checkpoint (durably) to `seq`.
     fn commit(&self, lane: &Lane, seq: u64) -> EngineFuture<'_, ()>;
 
+    /// Takes or renews this host's lease on a lane: true if this host may
+    /// run it now. A consumer claims before every batch, so that each lane
+    /// is run by one host at a time and taken over when its host stops
+    /// renewing. One host alone always may (the embedded engine).
+    fn claim(&self, _lane: &Lane) -> EngineFuture<'_, bool> {
+        Box::pin(async { Ok(true) })
+    }
+
     /// Receives up to `max` visible messages of a queue stream: each
     /// becomes invisible for `visibility` and its receive count grows.
     fn receive(
@@ -213,6 +221,10 @@ fn key_hash(key: &str) -> u128 {
     use md5::{Digest, Md5};
     u128::from_be_bytes(Md5::digest(key.as_bytes()).into())
 }
+
+/// How often a consumer renews its lease on a lane while a batch runs;
+/// an engine's leases must last several times this.
+pub const RENEW_CLAIM: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A short pause before polling a store again when a wait was cut short.
 pub(crate) const POLL: Duration = Duration::from_millis(200);

@@ -3,6 +3,7 @@
 //!
 //! - [`engine`]: the seam any engine implements ([`engine::Engine`]);
 //! - [`embedded`]: the default engine, a redb file under `--data-dir`;
+//! - [`nats`]: the distributed engine on NATS JetStream (`--streams`);
 //! - [`mapping`]: `[[event-sources]]` in `tenant.toml`;
 //! - [`records`]: a stored record as the Lambda event record of its kind;
 //! - [`ingest`]: the bodies `POST .../streams/{stream}/records` accepts.
@@ -14,6 +15,7 @@ pub mod embedded;
 pub mod engine;
 pub mod ingest;
 pub mod mapping;
+pub mod nats;
 pub mod records;
 
 use engine::Engine;

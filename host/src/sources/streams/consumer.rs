@@ -23,7 +23,9 @@
 //! tenant at its concurrency quota) is waited for, with backoff, without
 //! counting an attempt.
 
-use crate::streams::engine::{lane_of, EngineError, Lane, NewRecord, StoredRecord, POLL};
+use crate::streams::engine::{
+    lane_of, EngineError, Lane, NewRecord, StoredRecord, POLL, RENEW_CLAIM,
+};
 use crate::streams::mapping::{EventSource, StartingPosition};
 use crate::streams::records::{self, Condition, LastError, Receipt};
 use crate::streams::{now_ms, Counters, StreamId, StreamKind, Streams};
@@ -217,9 +219,25 @@ impl Consumer {
 
     async fn lane(&self, partition: u32, lane_no: u32) -> Result<(), EngineError> {
         let lane = self.lane_id(partition, lane_no);
-        let mut checkpoint = self.start_of(&lane).await?;
         let waker = self.streams.waker(&self.id);
+        // Another host may run the lane: wait for its lease to be ours, and
+        // start from its checkpoint then, not from what we saw before.
+        let mut held = None;
         while !self.stopped() {
+            if !self.streams.engine.claim(&lane).await? {
+                held = None;
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL * 5) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                continue;
+            }
+            let checkpoint = match held {
+                Some(checkpoint) => checkpoint,
+                None => self.start_of(&lane).await?,
+            };
+            held = Some(checkpoint);
             let woken = waker.notified();
             let mut batch = self.read_lane(partition, lane_no, checkpoint).await?;
             if batch.is_empty() {
@@ -240,7 +258,19 @@ impl Consumer {
                 }
             }
             Counters::add(&self.counters.records_in, batch.len());
-            checkpoint = self.ordered_batch(&lane, batch, checkpoint).await?;
+            // Renew the lease while the batch runs (retries can take
+            // longer than a lease lasts).
+            let renew = async {
+                loop {
+                    tokio::time::sleep(RENEW_CLAIM).await;
+                    let _ = self.streams.engine.claim(&lane).await;
+                }
+            };
+            let done = tokio::select! {
+                done = self.ordered_batch(&lane, batch, checkpoint) => done,
+                never = renew => never,
+            };
+            held = Some(done?);
         }
         Ok(())
     }

@@ -113,7 +113,9 @@ async fn conformance(engine: Arc<dyn Engine>) {
 
     // Appends: sequence numbers increase across the stream, each record in
     // the shard of its key, and reads give a partition back in order.
-    let records: Vec<NewRecord> = (0..40).map(|n| record(&format!("key-{}", n % 7), n)).collect();
+    let records: Vec<NewRecord> = (0..40)
+        .map(|n| record(&format!("key-{}", n % 7), n))
+        .collect();
     let appended = engine
         .append(&id, StreamKind::Kinesis, records, u64::MAX)
         .await
@@ -140,7 +142,10 @@ async fn conformance(engine: Arc<dyn Engine>) {
                 engine.count_after(&id, partition, first.seq).await.unwrap(),
                 rest.len() as u64
             );
-            assert_eq!(engine.read(&id, partition, 0, 2).await.unwrap().len(), 2.min(records.len()));
+            assert_eq!(
+                engine.read(&id, partition, 0, 2).await.unwrap().len(),
+                2.min(records.len())
+            );
         }
         read_back += records.len();
     }
@@ -151,7 +156,10 @@ async fn conformance(engine: Arc<dyn Engine>) {
         .append(&id, StreamKind::Sqs, vec![record("k", 0)], u64::MAX)
         .await
         .unwrap_err();
-    assert!(matches!(mismatch, EngineError::KindMismatch { .. }), "{mismatch}");
+    assert!(
+        matches!(mismatch, EngineError::KindMismatch { .. }),
+        "{mismatch}"
+    );
 
     // Checkpoints.
     let lane0 = lane(&id, 0);
@@ -168,22 +176,37 @@ async fn conformance(engine: Arc<dyn Engine>) {
         .append(&id, StreamKind::Kinesis, vec![record("k", 1)], stored)
         .await
         .unwrap_err();
-    assert!(matches!(refused, EngineError::StorageQuota { .. }), "{refused}");
+    assert!(
+        matches!(refused, EngineError::StorageQuota { .. }),
+        "{refused}"
+    );
     assert_eq!(engine.tenant_bytes("tenant-b").await.unwrap(), 0);
 
     // Queues: received messages are invisible until settled or released;
     // a release brings one back with its receive count grown.
     let queue = StreamId::new("tenant-a", "jobs");
     engine
-        .append(&queue, StreamKind::Sqs, (0..3).map(|n| record(&format!("m{n}"), n)).collect(), u64::MAX)
+        .append(
+            &queue,
+            StreamKind::Sqs,
+            (0..3).map(|n| record(&format!("m{n}"), n)).collect(),
+            u64::MAX,
+        )
         .await
         .unwrap();
     let visibility = Duration::from_secs(2);
     let received = engine.receive(&queue, 10, visibility).await.unwrap();
     assert_eq!(received.len(), 3, "{received:?}");
     assert!(received.iter().all(|r| r.receive_count == 1));
-    assert!(engine.receive(&queue, 10, visibility).await.unwrap().is_empty());
-    engine.settle(&queue, vec![received[0].record.seq]).await.unwrap();
+    assert!(engine
+        .receive(&queue, 10, visibility)
+        .await
+        .unwrap()
+        .is_empty());
+    engine
+        .settle(&queue, vec![received[0].record.seq])
+        .await
+        .unwrap();
     engine
         .release(&queue, received[1].record.seq, Duration::ZERO, false)
         .await
@@ -200,9 +223,16 @@ async fn conformance(engine: Arc<dyn Engine>) {
     assert_eq!(uncounted[0].receive_count, 2);
     // The third was never settled: it comes back after its visibility.
     let late = wait_receive(&engine, &queue, visibility, 1).await;
-    assert!(late.iter().any(|r| r.record.seq == received[2].record.seq), "{late:?}");
+    assert!(
+        late.iter().any(|r| r.record.seq == received[2].record.seq),
+        "{late:?}"
+    );
     assert_eq!(engine.unsettled(&queue).await.unwrap(), 2);
-    let all: Vec<u64> = [uncounted, late].concat().iter().map(|r| r.record.seq).collect();
+    let all: Vec<u64> = [uncounted, late]
+        .concat()
+        .iter()
+        .map(|r| r.record.seq)
+        .collect();
     engine.settle(&queue, all).await.unwrap();
     assert_eq!(engine.unsettled(&queue).await.unwrap(), 0);
     // Settled messages stay readable in the stream.
@@ -228,8 +258,17 @@ async fn wait_receive(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut got = Vec::new();
     while got.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} messages came back", got.len());
-        got.extend(engine.receive(queue, n - got.len(), visibility).await.unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages came back",
+            got.len()
+        );
+        got.extend(
+            engine
+                .receive(queue, n - got.len(), visibility)
+                .await
+                .unwrap(),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     got
@@ -265,7 +304,10 @@ async fn a_lane_is_one_hosts_until_its_lease_runs_out() {
     // a stops renewing (it died): b takes over once the lease ran out.
     let started = Instant::now();
     while !b.claim(&lane).await.unwrap() {
-        assert!(started.elapsed() < LEASE_TTL * 2, "b never took the lane over");
+        assert!(
+            started.elapsed() < LEASE_TTL * 2,
+            "b never took the lane over"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(started.elapsed() >= LEASE_TTL - Duration::from_secs(1));
@@ -287,7 +329,10 @@ async fn the_engine_follows_a_server_restart() {
     // The client reconnects by itself; the stream survived on disk.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match engine.append(&id, StreamKind::Sqs, vec![record("k", 2)], u64::MAX).await {
+        match engine
+            .append(&id, StreamKind::Sqs, vec![record("k", 2)], u64::MAX)
+            .await
+        {
             Ok(_) => break,
             Err(e) => assert!(Instant::now() < deadline, "no reconnect: {e}"),
         }
@@ -316,11 +361,12 @@ async fn three_hosts_share_a_stream_and_take_over_a_dead_ones_lanes() {
     };
     let _timing = timing_sensitive().await;
     let dir = PluginsDir::new();
-    dir.plugin("t", "10-probe.wasm", guests::RECORDS_PROBE).settings(
-        "t",
-        "[auth]\nmode = \"none\"\n\
+    dir.plugin("t", "10-probe.wasm", guests::RECORDS_PROBE)
+        .settings(
+            "t",
+            "[auth]\nmode = \"none\"\n\
          [[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\nbatch-size = 5\n",
-    );
+        );
     let mut hosts: Vec<ServeProcess> = (0..3)
         .map(|_| ServeProcess::start(dir.path(), &["--streams", &server.url]))
         .collect();
@@ -347,6 +393,9 @@ async fn three_hosts_share_a_stream_and_take_over_a_dead_ones_lanes() {
             .map(|r| r["SequenceNumber"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
     };
+    // The first host takes every lane; the others get their share within
+    // a lease or two.
+    tokio::time::sleep(LEASE_TTL).await;
     // Records go in through any host.
     let mut published = Vec::new();
     for (i, host) in hosts.iter().enumerate() {
@@ -376,6 +425,9 @@ async fn three_hosts_share_a_stream_and_take_over_a_dead_ones_lanes() {
     }
     let processed: BTreeSet<&String> = seen.keys().collect();
     assert_eq!(processed, published.iter().collect());
+    // Lanes are shared: more than one host did work.
+    let workers: BTreeSet<usize> = seen.values().flatten().copied().collect();
+    assert!(workers.len() >= 2, "one host ran every lane: {workers:?}");
 
     // The host holding the most lanes dies: its lanes move to the others
     // once its leases run out, and nothing published after is lost.

@@ -171,6 +171,12 @@ pub trait Engine: Send + Sync + 'static {
         Box::pin(async { Ok(true) })
     }
 
+    /// Renews this host's lease on a lane while a batch runs on it: unlike
+    /// [`Engine::claim`], never gives the lane away.
+    fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {
+        self.claim(lane)
+    }
+
     /// Receives up to `max` visible messages of a queue stream: each
     /// becomes invisible for `visibility` and its receive count grows.
     fn receive(

@@ -7,6 +7,12 @@
 //! | a record | one message: `{"key", "body", "arrivedMs"}`; its stream sequence is the record's sequence number |
 //! | checkpoints | the key-value bucket `TF_CHECKPOINTS`, key `<tenant>.<stream>.<mapping>.<partition>.<lane>` |
 //! | which host runs a lane | the key-value bucket `TF_LEASES`, same keys: the holder and when its lease ends, taken and renewed by compare-and-set on the key's revision |
+//! | which hosts are alive | `TF_LEASES`, key `hosts.<host>`: when its heartbeat ends |
+//!
+//! Lanes are shared fairly: a host takes a free lane only while it holds
+//! fewer than its share (the lanes it knows of divided by the hosts alive,
+//! rounded up), and gives one back, between batches, when it holds more,
+//! so a host that joins gets lanes within a lease or two.
 //! | a queue (SQS, S3) | the durable pull consumer `tf-queue` of its stream: the visibility timeout is its `ack_wait`, the receive count its delivery count |
 //!
 //! Names are encoded so that any tenant or stream name is one JetStream
@@ -47,6 +53,15 @@ const KIND_PREFIX: &str = "triggerfish stream, kind ";
 /// (it died, or lost the server): another host takes it over after this.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 
+#[derive(Default)]
+struct Lanes {
+    known: std::collections::HashSet<String>,
+    held: std::collections::HashSet<String>,
+    /// Hosts alive when last counted, and when that was.
+    hosts: usize,
+    counted_ms: u64,
+}
+
 /// What a message of a stream holds.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,6 +81,8 @@ pub struct NatsEngine {
     /// Queue messages received and not yet settled or released, by
     /// stream and sequence: acknowledging needs the message itself.
     inflight: Mutex<HashMap<(String, u64), jetstream::Message>>,
+    /// Lanes this host was asked to run, and which of them it holds.
+    lanes: Mutex<Lanes>,
     /// Receives this host did not count (`release` with `uncount`), taken
     /// off JetStream's delivery count.
     uncounted: Mutex<HashMap<(String, u64), u32>>,
@@ -113,7 +130,11 @@ fn lane_key(lane: &Lane) -> String {
 }
 
 fn kind_of(info: &stream::Info) -> Option<StreamKind> {
-    let kind = info.config.description.as_deref()?.strip_prefix(KIND_PREFIX)?;
+    let kind = info
+        .config
+        .description
+        .as_deref()?
+        .strip_prefix(KIND_PREFIX)?;
     serde_json::from_value(Value::String(kind.to_owned())).ok()
 }
 
@@ -168,6 +189,7 @@ impl NatsEngine {
             leases,
             holder: format!("{}-{:016x}", std::process::id(), rand_u64()),
             inflight: Mutex::default(),
+            lanes: Mutex::default(),
             uncounted: Mutex::default(),
         })
     }
@@ -242,6 +264,83 @@ impl NatsEngine {
         Ok(consumer)
     }
 
+    /// Takes or renews the lease `key` if it is free, ours, or run out.
+    async fn take(&self, key: &str) -> Result<bool, EngineError> {
+        let now = now_ms();
+        let value = format!("{} {}", self.holder, now + LEASE_TTL.as_millis() as u64);
+        let entry = self.leases.entry(key).await.map_err(store)?;
+        let taken = match entry {
+            None => self.leases.create(key, value.into()).await.is_ok(),
+            Some(entry) => {
+                let text = String::from_utf8_lossy(&entry.value);
+                let (holder, until) = text.split_once(' ').unwrap_or(("", "0"));
+                let free = holder == self.holder || until.parse::<u64>().unwrap_or(0) < now;
+                free && self
+                    .leases
+                    .update(key, value.into(), entry.revision)
+                    .await
+                    .is_ok()
+            }
+        };
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if taken {
+            lanes.held.insert(key.to_owned());
+        } else {
+            lanes.held.remove(key);
+        }
+        Ok(taken)
+    }
+
+    /// Ends our lease on `key` at once, so another host can take it.
+    async fn give_back(&self, key: &str) {
+        if let Ok(Some(entry)) = self.leases.entry(key).await {
+            if String::from_utf8_lossy(&entry.value).starts_with(&format!("{} ", self.holder)) {
+                let _ = self
+                    .leases
+                    .update(key, format!("{} 0", self.holder).into(), entry.revision)
+                    .await;
+            }
+        }
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.held.remove(key);
+    }
+
+    /// Hosts alive, counted at most once a second; beats this host's
+    /// heart on the way.
+    async fn hosts_alive(&self) -> Result<usize, EngineError> {
+        let now = now_ms();
+        {
+            let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            if now < lanes.counted_ms + 1000 {
+                return Ok(lanes.hosts);
+            }
+        }
+        let until = now + LEASE_TTL.as_millis() as u64;
+        self.leases
+            .put(format!("hosts.{}", self.holder), until.to_string().into())
+            .await
+            .map_err(store)?;
+        let mut keys = self.leases.keys().await.map_err(store)?;
+        let mut alive = 0;
+        while let Some(key) = keys.next().await {
+            let Ok(key) = key else { continue };
+            if !key.starts_with("hosts.") {
+                continue;
+            }
+            let beat = self.leases.get(&key).await.map_err(store)?;
+            let until = beat
+                .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if until >= now {
+                alive += 1;
+            }
+        }
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.hosts = alive.max(1);
+        lanes.counted_ms = now;
+        Ok(lanes.hosts)
+    }
+
     fn take_inflight(&self, id: &StreamId, seq: u64) -> Option<jetstream::Message> {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         inflight.remove(&(id.key(), seq))
@@ -253,9 +352,11 @@ impl NatsEngine {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     hasher.finish()
 }
 
@@ -288,11 +389,7 @@ impl Engine for NatsEngine {
                 None => {
                     let config = stream::Config {
                         name: stream_name(&id),
-                        subjects: vec![format!(
-                            "tf.{}.{}.*",
-                            token(&id.tenant),
-                            token(&id.stream)
-                        )],
+                        subjects: vec![format!("tf.{}.{}.*", token(&id.tenant), token(&id.stream))],
                         description: Some(format!("{KIND_PREFIX}{}", kind.as_str())),
                         storage: stream::StorageType::File,
                         ..Default::default()
@@ -443,24 +540,34 @@ impl Engine for NatsEngine {
     fn claim(&self, lane: &Lane) -> EngineFuture<'_, bool> {
         let key = lane_key(lane);
         Box::pin(async move {
-            let now = now_ms();
-            let value = format!("{} {}", self.holder, now + LEASE_TTL.as_millis() as u64);
-            let entry = self.leases.entry(key.clone()).await.map_err(store)?;
-            let taken = match entry {
-                None => self.leases.create(&key, value.into()).await.is_ok(),
-                Some(entry) => {
-                    let text = String::from_utf8_lossy(&entry.value);
-                    let (holder, until) = text.split_once(' ').unwrap_or(("", "0"));
-                    let free = holder == self.holder || until.parse::<u64>().unwrap_or(0) < now;
-                    free && self
-                        .leases
-                        .update(&key, value.into(), entry.revision)
-                        .await
-                        .is_ok()
-                }
+            let hosts = self.hosts_alive().await?;
+            let (held, share) = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                lanes.known.insert(key.clone());
+                let share = lanes.known.len().div_ceil(hosts.max(1));
+                (lanes.held.contains(&key), share)
             };
-            Ok(taken)
+            let holding = self
+                .lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .held
+                .len();
+            if held && holding > share {
+                // More than our share: give this one back between batches.
+                self.give_back(&key).await;
+                return Ok(false);
+            }
+            if !held && holding >= share {
+                return Ok(false);
+            }
+            self.take(&key).await
         })
+    }
+
+    fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {
+        let key = lane_key(lane);
+        Box::pin(async move { self.take(&key).await })
     }
 
     fn receive(
@@ -486,8 +593,11 @@ impl Engine for NatsEngine {
             while let Some(message) = messages.next().await {
                 let message = message.map_err(store)?;
                 let info = message.info().map_err(store)?;
-                let (seq, delivered, published) =
-                    (info.stream_sequence, info.delivered.max(1) as u32, millis(info));
+                let (seq, delivered, published) = (
+                    info.stream_sequence,
+                    info.delivered.max(1) as u32,
+                    millis(info),
+                );
                 let Ok(stored) = serde_json::from_slice::<Message>(&message.payload) else {
                     // Not ours: take it out of the queue.
                     let _ = message.ack_with(AckKind::Term).await;
@@ -546,10 +656,7 @@ impl Engine for NatsEngine {
             }
             if let Some(message) = self.take_inflight(&id, seq) {
                 let delay = (!delay.is_zero()).then_some(delay);
-                message
-                    .ack_with(AckKind::Nak(delay))
-                    .await
-                    .map_err(store)?;
+                message.ack_with(AckKind::Nak(delay)).await.map_err(store)?;
             }
             Ok(())
         })

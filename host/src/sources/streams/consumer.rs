@@ -263,7 +263,7 @@ impl Consumer {
             let renew = async {
                 loop {
                     tokio::time::sleep(RENEW_CLAIM).await;
-                    let _ = self.streams.engine.claim(&lane).await;
+                    let _ = self.streams.engine.renew(&lane).await;
                 }
             };
             let done = tokio::select! {

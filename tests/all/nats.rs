@@ -194,7 +194,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
         )
         .await
         .unwrap();
-    let visibility = Duration::from_secs(2);
+    let visibility = Duration::from_secs(4);
     let received = engine.receive(&queue, 10, visibility).await.unwrap();
     assert_eq!(received.len(), 3, "{received:?}");
     assert!(received.iter().all(|r| r.receive_count == 1));
@@ -255,7 +255,7 @@ async fn wait_receive(
     visibility: Duration,
     n: usize,
 ) -> Vec<triggerfish::streams::engine::Received> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut got = Vec::new();
     while got.len() < n {
         assert!(

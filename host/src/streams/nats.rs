@@ -283,10 +283,18 @@ impl NatsEngine {
             }
         };
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        if taken {
-            lanes.held.insert(key.to_owned());
+        let changed = if taken {
+            lanes.held.insert(key.to_owned())
         } else {
-            lanes.held.remove(key);
+            lanes.held.remove(key)
+        };
+        if changed {
+            tracing::info!(
+                lane = key,
+                taken,
+                held = lanes.held.len(),
+                "stream lane lease changed hands"
+            );
         }
         Ok(taken)
     }
@@ -301,8 +309,12 @@ impl NatsEngine {
                     .await;
             }
         }
-        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        lanes.held.remove(key);
+        let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        tracing::info!(
+            lane = key,
+            held = lanes.held.len(),
+            "stream lane given back to even the load"
+        );
     }
 
     /// Hosts alive, counted at most once a second; beats this host's
@@ -320,16 +332,29 @@ impl NatsEngine {
             .put(format!("hosts.{}", self.holder), until.to_string().into())
             .await
             .map_err(store)?;
-        let mut keys = self.leases.keys().await.map_err(store)?;
+        // The heartbeats' subjects, then the last value of each: two or
+        // three requests, where listing the bucket's keys takes seconds.
+        let bucket = self
+            .js
+            .get_stream(format!("KV_{LEASES}"))
+            .await
+            .map_err(store)?;
+        let mut subjects = bucket
+            .info_with_subjects(format!("$KV.{LEASES}.hosts.*"))
+            .await
+            .map_err(store)?;
+        let mut beats = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            beats.push(subject.map_err(store)?.0);
+        }
         let mut alive = 0;
-        while let Some(key) = keys.next().await {
-            let Ok(key) = key else { continue };
-            if !key.starts_with("hosts.") {
+        for subject in beats {
+            let Ok(beat) = bucket.get_last_raw_message_by_subject(&subject).await else {
                 continue;
-            }
-            let beat = self.leases.get(&key).await.map_err(store)?;
-            let until = beat
-                .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok())
+            };
+            let until = std::str::from_utf8(&beat.payload)
+                .ok()
+                .and_then(|b| b.parse::<u64>().ok())
                 .unwrap_or(0);
             if until >= now {
                 alive += 1;
@@ -541,24 +566,25 @@ impl Engine for NatsEngine {
         let key = lane_key(lane);
         Box::pin(async move {
             let hosts = self.hosts_alive().await?;
-            let (held, share) = {
+            // Decide under one lock, so lanes deciding at once see each
+            // other's choices.
+            let give_back = {
                 let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
                 lanes.known.insert(key.clone());
                 let share = lanes.known.len().div_ceil(hosts.max(1));
-                (lanes.held.contains(&key), share)
+                let held = lanes.held.contains(&key);
+                if held && lanes.held.len() > share {
+                    lanes.held.remove(&key);
+                    true
+                } else if !held && lanes.held.len() >= share {
+                    return Ok(false);
+                } else {
+                    false
+                }
             };
-            let holding = self
-                .lanes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .held
-                .len();
-            if held && holding > share {
+            if give_back {
                 // More than our share: give this one back between batches.
                 self.give_back(&key).await;
-                return Ok(false);
-            }
-            if !held && holding >= share {
                 return Ok(false);
             }
             self.take(&key).await

@@ -20,6 +20,7 @@ mod plugins_http;
 mod records;
 mod reload;
 mod routing;
+mod streams;
 mod sync;
 mod template;
 mod tenancy;

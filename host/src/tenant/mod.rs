@@ -345,6 +345,12 @@ mod tests {
             refused("[plugins.10-a.outbound]\nallowed-hosts = [\"*\"]\n")
                 .contains("plugins.10-a.outbound")
         );
+        assert!(refused("[quotas]\nstream-records-per-second = 100000\n")
+            .contains("[quotas] stream-records-per-second = 100000 is above"));
+        assert!(
+            refused("[[event-sources]]\nstream = \"s\"\nkind = \"sqs\"\nbatch-size = 50\n")
+                .contains("batch-size = 50")
+        );
         assert!(refused("[limits]\nfuel = 5\n[quotas]\nconcurrency = 2\n").is_empty());
     }
 

@@ -32,8 +32,9 @@ use tokio::sync::watch;
 pub const MAX_BATCHES_IN_FLIGHT: usize = 64;
 /// How often the consumers look for changed mappings.
 const RESCAN: Duration = Duration::from_millis(250);
-/// How often retention is applied.
-const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// How often retention is applied (a pass that finds nothing to delete
+/// writes nothing).
+pub const TRIM_EVERY: Duration = Duration::from_secs(2);
 /// How long stopping waits for batches in flight before abandoning them
 /// (they are redelivered after a restart).
 const STOP_GRACE: Duration = Duration::from_secs(10);

@@ -43,6 +43,10 @@ async fn host_with(dir: &PluginsDir, operator: OperatorConfig) -> Host {
             .await
             .unwrap(),
     );
+    host_on(tenants).await
+}
+
+async fn host_on(tenants: Arc<Tenants>) -> Host {
     let data = tempfile::tempdir().unwrap();
     let streams = Arc::new(Streams::new(Arc::new(
         EmbeddedEngine::open(data.path()).unwrap(),
@@ -656,4 +660,236 @@ async fn stream_quotas_are_the_operators() {
             .0,
         200
     );
+}
+
+/// Each kind's record as a consumer builds it parses as Lambda's own type
+/// (`aws_lambda_events`), and prints back with the same values.
+#[test]
+fn consumer_records_are_lambdas_shapes() {
+    use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
+    use aws_lambda_events::event::kinesis::KinesisEvent;
+    use aws_lambda_events::event::s3::S3Event;
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use triggerfish::streams::engine::StoredRecord;
+    use triggerfish::streams::records::{lambda_record, Receipt};
+    use triggerfish::streams::{StreamId, StreamKind};
+
+    let id = StreamId::new("acme", "orders");
+    let stored = |key: &str, body: Value| StoredRecord {
+        seq: 42,
+        partition: 2,
+        key: key.into(),
+        arrived_ms: 1_700_000_000_123,
+        body,
+    };
+    let event = |record: Value| json!({"Records": [record]});
+    let same = |ours: &Value, printed: &Value, paths: &[&str]| {
+        for path in paths {
+            assert_eq!(
+                ours.pointer(path),
+                printed.pointer(path),
+                "{path}: {ours} vs {printed}"
+            );
+        }
+    };
+
+    let ours = event(lambda_record(
+        &id,
+        StreamKind::Kinesis,
+        &stored("k", json!({"data": "aGVsbG8="})),
+        None,
+    ));
+    let parsed: KinesisEvent = serde_json::from_value(ours.clone()).unwrap();
+    assert_eq!(parsed.records[0].kinesis.data.0, b"hello");
+    assert_eq!(
+        parsed.records[0]
+            .kinesis
+            .approximate_arrival_timestamp
+            .0
+            .timestamp_millis(),
+        1_700_000_000_123
+    );
+    let printed = serde_json::to_value(&parsed).unwrap();
+    same(
+        &ours,
+        &printed,
+        &[
+            "/Records/0/kinesis/partitionKey",
+            "/Records/0/kinesis/sequenceNumber",
+            "/Records/0/kinesis/data",
+            "/Records/0/kinesis/kinesisSchemaVersion",
+            "/Records/0/eventID",
+            "/Records/0/eventName",
+            "/Records/0/eventSource",
+            "/Records/0/eventSourceARN",
+            "/Records/0/awsRegion",
+            "/Records/0/invokeIdentityArn",
+        ],
+    );
+    assert_eq!(ours["Records"][0]["eventID"], "shardId-000000000002:42");
+
+    let change = json!({"eventName": "MODIFY", "Keys": {"Id": {"N": "1"}}, "NewImage": {"Id": {"N": "1"}, "A": {"S": "x"}},
+                        "OldImage": {"Id": {"N": "1"}}, "StreamViewType": "NEW_AND_OLD_IMAGES"});
+    let ours = event(lambda_record(
+        &id,
+        StreamKind::Dynamodb,
+        &stored("{}", change),
+        None,
+    ));
+    let parsed: DynamoDbEvent = serde_json::from_value(ours.clone()).unwrap();
+    assert_eq!(
+        parsed.records[0].change.sequence_number.as_deref(),
+        Some("42")
+    );
+    let printed = serde_json::to_value(&parsed).unwrap();
+    same(
+        &ours,
+        &printed,
+        &[
+            "/Records/0/eventName",
+            "/Records/0/eventSource",
+            "/Records/0/eventVersion",
+            "/Records/0/eventID",
+            "/Records/0/eventSourceARN",
+            "/Records/0/dynamodb/Keys",
+            "/Records/0/dynamodb/NewImage",
+            "/Records/0/dynamodb/OldImage",
+            "/Records/0/dynamodb/SequenceNumber",
+            "/Records/0/dynamodb/StreamViewType",
+        ],
+    );
+
+    let message = json!({"body": "hello", "messageAttributes": {"a": {"stringValue": "b", "binaryValue": null,
+        "stringListValues": [], "binaryListValues": [], "dataType": "String"}}});
+    let receipt = Receipt {
+        receive_count: 2,
+        first_receive_ms: 1_700_000_001_000,
+    };
+    let ours = event(lambda_record(
+        &id,
+        StreamKind::Sqs,
+        &stored("", message),
+        Some(receipt),
+    ));
+    let parsed: SqsEvent = serde_json::from_value(ours.clone()).unwrap();
+    assert_eq!(
+        parsed.records[0].md5_of_body.as_deref(),
+        Some("5d41402abc4b2a76b9719d911017c592")
+    );
+    assert_eq!(parsed.records[0].attributes["ApproximateReceiveCount"], "2");
+    let printed = serde_json::to_value(&parsed).unwrap();
+    same(
+        &ours,
+        &printed,
+        &[
+            "/Records/0/messageId",
+            "/Records/0/receiptHandle",
+            "/Records/0/body",
+            "/Records/0/md5OfBody",
+            "/Records/0/eventSource",
+            "/Records/0/eventSourceARN",
+            "/Records/0/awsRegion",
+            "/Records/0/attributes",
+            "/Records/0/messageAttributes/a/stringValue",
+            "/Records/0/messageAttributes/a/dataType",
+        ],
+    );
+
+    let notification = json!({"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "local",
+        "eventTime": "2026-11-23T10:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "p"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "r", "x-amz-id-2": "i"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "c",
+               "bucket": {"name": "photos", "ownerIdentity": {"principalId": "p"}, "arn": "arn:aws:s3:::photos"},
+               "object": {"key": "a.jpg", "size": 5, "eTag": "e", "sequencer": "17"}}});
+    let ours = event(lambda_record(
+        &id,
+        StreamKind::S3,
+        &stored("photos/a.jpg", notification),
+        None,
+    ));
+    let parsed: S3Event = serde_json::from_value(ours.clone()).unwrap();
+    assert_eq!(parsed.records[0].s3.object.key.as_deref(), Some("a.jpg"));
+    let printed = serde_json::to_value(&parsed).unwrap();
+    same(
+        &ours,
+        &printed,
+        &[
+            "/Records/0/eventName",
+            "/Records/0/eventSource",
+            "/Records/0/s3/bucket/name",
+            "/Records/0/s3/object/key",
+            "/Records/0/s3/object/size",
+            "/Records/0/s3/object/eTag",
+            "/Records/0/s3/object/sequencer",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mappings_follow_tenant_reloads() {
+    let dir = PluginsDir::new();
+    probe_tenant(&dir, "t", "");
+    let tenants = Arc::new(
+        Tenants::open_with(loader(), operator(), dir.path())
+            .await
+            .unwrap(),
+    );
+    let host = host_on(tenants.clone()).await;
+    let b = &host.base;
+    assert_eq!(
+        post(
+            b,
+            "t/streams/orders/records",
+            &kinesis(&[("k", "one"), ("k", "two")])
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, listed) = get(b, "t/event-sources").await;
+    assert_eq!(listed["eventSources"], json!([]));
+    // A mapping added starts from the trim horizon.
+    probe_tenant(
+        &dir,
+        "t",
+        "[[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\n",
+    );
+    tenants.reload_all().await.unwrap();
+    wait_for_counts(b, "t", "orders", Duration::from_secs(10), |c| {
+        c["processed"] == 2
+    })
+    .await;
+    // Disabled, it stops: new records wait, as lag.
+    probe_tenant(
+        &dir,
+        "t",
+        "[[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\nenabled = false\n",
+    );
+    tenants.reload_all().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        post(b, "t/streams/orders/records", &kinesis(&[("k", "three")]))
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let counts = counts(b, "t", "orders").await;
+    assert_eq!(
+        (&counts["processed"], &counts["lag"]),
+        (&json!(2), &json!(1)),
+        "{counts}"
+    );
+    // Enabled again, it goes on from its checkpoint.
+    probe_tenant(
+        &dir,
+        "t",
+        "[[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\n",
+    );
+    tenants.reload_all().await.unwrap();
+    wait_for_counts(b, "t", "orders", Duration::from_secs(10), |c| {
+        c["processed"] == 3 && c["lag"] == 0
+    })
+    .await;
 }

@@ -128,10 +128,11 @@ impl StreamsSource {
                 keep
             });
             for (key, mapping) in desired {
-                if !running.contains_key(&key) {
-                    tracing::info!(tenant = %key.0, mapping = %key.1, stream = %mapping.stream, kind = %mapping.kind, "starting an event source mapping");
-                    let run = self.start(&key.0, mapping, in_flight.clone());
-                    running.insert(key, run);
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                    let (tenant, name) = slot.key();
+                    tracing::info!(%tenant, mapping = %name, stream = %mapping.stream, kind = %mapping.kind, "starting an event source mapping");
+                    let run = self.start(tenant, mapping, in_flight.clone());
+                    slot.insert(run);
                 }
             }
             if last_trim.elapsed() >= TRIM_EVERY {

@@ -18,7 +18,7 @@ impl Guest for DynamodbStreamLogger {
     fn handle(records: Vec<DynamodbRecord>) -> Result<Vec<String>, String> {
         for record in &records {
             info!("{}", record.event_id);
-            info!("{:?}", record.event_name);
+            info!("{}", record.event_name);
             let change = serde_json::json!({
                 "keys": unmarshall(&record.dynamodb.keys)?,
                 "new": image(record.dynamodb.new_image.as_deref())?,
@@ -44,7 +44,7 @@ mod tests {
         assert_eq!(DynamodbStreamLogger::handle(vec![record]), Ok(Vec::new()));
         let lines: Vec<String> = testing::logs().into_iter().map(|(_, line)| line).collect();
         assert_eq!(lines[0], "event-7");
-        assert_eq!(lines[1], "Insert");
+        assert_eq!(lines[1], "INSERT");
         assert_eq!(
             lines[2],
             r#"DynamoDB Record: {"keys":{"Id":101,"Tags":["a"]},"new":{"Id":101,"Tags":["a"]},"old":null}"#

@@ -335,7 +335,9 @@ async fn a_host_killed_mid_batch_loses_nothing() {
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0]["KinesisBatchInfo"]["startSequenceNumber"], "3");
     assert_eq!(dlq[0]["KinesisBatchInfo"]["batchSize"], 1);
-    assert_eq!(dlq[0]["responseContext"]["errorKind"], "timeout");
+    // The loop ends on its budget: the clock or the fuel, whichever first.
+    let kind = dlq[0]["responseContext"]["errorKind"].as_str().unwrap();
+    assert!(["timeout", "out-of-fuel"].contains(&kind), "{kind}");
     assert_eq!(counts["processed"], 5);
     // Every record stays readable.
     let (_, stream) = get(&serve.base, "t/streams/orders/records").await;

@@ -206,13 +206,29 @@ async fn wait_for_log(serve: &ServeProcess, limit: Duration, done: impl Fn(&str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_record_holds_back_its_shard_from_itself_on() {
+    holds_back_from_the_failed_record(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_parallelization_a_failed_record_holds_back_only_its_lane() {
+    holds_back_from_the_failed_record(3).await;
+}
+
+/// Fails record 7 of 12 (keys a, b, c in turn) until it is given up on:
+/// every record before it in its lane is delivered once, it and every
+/// later record of its lane three times (two retries), every other record
+/// once, first deliveries in order per key.
+async fn holds_back_from_the_failed_record(lanes: u32) {
+    use triggerfish::streams::engine::lane_of;
     let dir = PluginsDir::new();
     probe_tenant(
         &dir,
         "t",
-        "[[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\n\
-         report-batch-item-failures = true\nmax-retry-attempts = 2\n\
-         batching-window-ms = 1000\non-failure = \"orders-dlq\"\n",
+        &format!(
+            "[[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\n\
+             report-batch-item-failures = true\nmax-retry-attempts = 2\n\
+             batching-window-ms = 1000\non-failure = \"orders-dlq\"\nparallelization = {lanes}\n"
+        ),
     );
     let serve = ServeProcess::start(dir.path(), &[]);
     let keys = ["a", "b", "c"];
@@ -250,11 +266,16 @@ async fn a_failed_record_holds_back_its_shard_from_itself_on() {
         c["lag"] == 0 && c["sentToFailureDestination"].as_u64() > Some(0)
     })
     .await;
+    let lane = |i: usize| lane_of(&records[i].0, lanes);
     let held: Vec<&(String, String)> = placed
         .iter()
-        .filter(|(seq, shard)| {
-            *shard == failed_shard && seq.parse::<u64>().unwrap() >= failed_seq.parse().unwrap()
+        .enumerate()
+        .filter(|(i, (seq, shard))| {
+            *shard == failed_shard
+                && lane(*i) == lane(6)
+                && seq.parse::<u64>().unwrap() >= failed_seq.parse().unwrap()
         })
+        .map(|(_, p)| p)
         .collect();
     let (seen, order) = deliveries(&serve.last_log());
     for (seq, shard) in &placed {

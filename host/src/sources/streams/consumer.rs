@@ -182,35 +182,44 @@ impl Consumer {
         }
     }
 
-    /// Up to a batch of the lane's records after `after`.
+    /// Up to a batch of the lane's records after `after`, and the sequence
+    /// number the lane has looked through: with several lanes, other
+    /// lanes' records up to it hold nothing for this one, so once the
+    /// batch is done the checkpoint can move there (or at once, with no
+    /// batch), and the lag counts only what is left.
     async fn read_lane(
         &self,
         partition: u32,
         lane: u32,
         after: u64,
-    ) -> Result<Vec<StoredRecord>, EngineError> {
+    ) -> Result<(Vec<StoredRecord>, u64), EngineError> {
         let lanes = self.mapping.parallelization;
         let want = self.mapping.batch_size;
+        let page_size = want.max(100);
         let mut batch = Vec::new();
         let mut cursor = after;
         loop {
             let page = self
                 .streams
                 .engine
-                .read(&self.id, partition, cursor, want.max(100))
+                .read(&self.id, partition, cursor, page_size)
                 .await?;
             let Some(last) = page.last() else {
-                return Ok(batch);
+                return Ok((batch, cursor));
             };
             cursor = last.seq;
-            let full = page.len() < want.max(100);
+            let at_end = page.len() < page_size;
             batch.extend(
                 page.into_iter()
                     .filter(|r| lanes == 1 || lane_of(&r.key, lanes) == lane),
             );
-            if batch.len() >= want || full {
+            if batch.len() >= want {
                 batch.truncate(want);
-                return Ok(batch);
+                let through = batch[batch.len() - 1].seq;
+                return Ok((batch, through));
+            }
+            if at_end {
+                return Ok((batch, cursor));
             }
         }
     }
@@ -221,8 +230,14 @@ impl Consumer {
         let waker = self.streams.waker(&self.id);
         while !self.stopped() {
             let woken = waker.notified();
-            let mut batch = self.read_lane(partition, lane_no, checkpoint).await?;
+            let (mut batch, mut through) = self.read_lane(partition, lane_no, checkpoint).await?;
             if batch.is_empty() {
+                if through > checkpoint {
+                    // Only other lanes' records: nothing to deliver here.
+                    self.streams.engine.commit(&lane, through).await?;
+                    checkpoint = through;
+                    continue;
+                }
                 let mut stop = self.stop.clone();
                 tokio::select! {
                     _ = woken => {}
@@ -236,11 +251,16 @@ impl Consumer {
                 let waited = Duration::from_millis(now_ms().saturating_sub(batch[0].arrived_ms));
                 if waited < window {
                     self.pause(window - waited).await;
-                    batch = self.read_lane(partition, lane_no, checkpoint).await?;
+                    (batch, through) = self.read_lane(partition, lane_no, checkpoint).await?;
                 }
             }
             Counters::add(&self.counters.records_in, batch.len());
+            let last = batch[batch.len() - 1].seq;
             checkpoint = self.ordered_batch(&lane, batch, checkpoint).await?;
+            if checkpoint == last && through > last {
+                self.streams.engine.commit(&lane, through).await?;
+                checkpoint = through;
+            }
         }
         Ok(())
     }
@@ -1058,6 +1078,20 @@ mod tests {
         let failed = failure_destination(&s, "uploads-dlq").await;
         assert_eq!(failed[0]["requestPayload"]["Records"][0], record);
         assert_eq!(failed[0]["requestContext"]["condition"], "RetriesExhausted");
+    }
+
+    #[tokio::test]
+    async fn latest_starts_after_what_is_there_and_keeps_its_place() {
+        let mapping = "stream = \"orders\"\nkind = \"kinesis\"\nstarting-position = \"latest\"\n";
+        let s = setup(mapping, failing("x"));
+        let (lane, _) = append(&s, &["old", "older"]).await;
+        assert_eq!(s.consumer.start_of(&lane).await.unwrap(), 2);
+        append(&s, &["new"]).await;
+        // Written down at once: a restart does not skip what came meanwhile.
+        assert_eq!(s.consumer.start_of(&lane).await.unwrap(), 2);
+        let trim = setup("stream = \"orders\"\nkind = \"kinesis\"\n", failing("x"));
+        let (lane, _) = append(&trim, &["old"]).await;
+        assert_eq!(trim.consumer.start_of(&lane).await.unwrap(), 0);
     }
 
     #[test]

@@ -213,9 +213,9 @@ impl StreamsSource {
 }
 
 /// Records of the mapping's stream not yet processed: for ordered kinds,
-/// those after the lowest checkpoint of each shard's lanes (so with
-/// `parallelization` above 1, an upper bound); for queues, the messages
-/// not yet deleted.
+/// those after the lowest checkpoint of each shard's lanes (a lane with
+/// nothing to do moves its checkpoint past the others' records); for
+/// queues, the messages not yet deleted.
 pub async fn lag(
     streams: &Streams,
     tenant: &str,

@@ -349,8 +349,10 @@ impl Consumer {
             invocations += 1;
             let Some((lowest, error)) = failed_from else {
                 Counters::add(&counters.processed, window);
+                // Only what this invocation covered: after a split, records
+                // past the half have been delivered but not yet succeeded.
+                checkpoint = pending[window - 1].seq;
                 pending.drain(..window);
-                checkpoint = delivered_up_to;
                 engine.commit(lane, checkpoint).await?;
                 window = pending.len();
                 (attempts, invocations, last_error) = (0, 0, None);
@@ -684,6 +686,10 @@ mod tests {
     struct Closure {
         handler: Box<Handler>,
         seen: Mutex<Vec<Vec<Value>>>,
+        /// A lane whose stored checkpoint is noted at every delivery.
+        watch: std::sync::OnceLock<Lane>,
+        engine: std::sync::OnceLock<Arc<dyn crate::streams::engine::Engine>>,
+        checkpoints: Mutex<Vec<Option<u64>>>,
     }
 
     impl Deliver for Closure {
@@ -691,7 +697,13 @@ mod tests {
             let records = event["Records"].as_array().cloned().unwrap_or_default();
             let answer = (self.handler)(&records);
             self.seen.lock().unwrap().push(records);
-            Box::pin(std::future::ready(answer))
+            Box::pin(async move {
+                if let (Some(lane), Some(engine)) = (self.watch.get(), self.engine.get()) {
+                    let checkpoint = engine.checkpoint(lane).await.unwrap();
+                    self.checkpoints.lock().unwrap().push(checkpoint);
+                }
+                answer
+            })
         }
         fn stored_bytes_limit(&self) -> u64 {
             u64::MAX
@@ -714,7 +726,11 @@ mod tests {
         let closure = Arc::new(Closure {
             handler: Box::new(handler),
             seen: Mutex::default(),
+            watch: Default::default(),
+            engine: Default::default(),
+            checkpoints: Mutex::default(),
         });
+        let _ = closure.engine.set(streams.engine.clone());
         let (stop, stop_rx) = watch::channel(false);
         let consumer = Arc::new(Consumer {
             counters: streams.counters("acme", &mapping.name),
@@ -874,7 +890,19 @@ mod tests {
             },
         );
         let (lane, batch) = append(&s, &["a", "b", "c", "d", "e", "poison", "g", "h"]).await;
+        s.closure.watch.set(lane.clone()).unwrap();
         assert_eq!(s.consumer.ordered_batch(&lane, batch, 0).await.unwrap(), 8);
+        // At every delivery the stored checkpoint is just before the batch:
+        // a crash at any point redelivers from there, and skips nothing.
+        let seen = s.closure.seen.lock().unwrap().clone();
+        let checkpoints = s.closure.checkpoints.lock().unwrap().clone();
+        for (batch, checkpoint) in seen.iter().zip(&checkpoints) {
+            assert_eq!(
+                checkpoint.unwrap_or(0),
+                seq(&batch[0]) - 1,
+                "{checkpoints:?}"
+            );
+        }
         let failed = failure_destination(&s, "orders-dlq").await;
         assert_eq!(failed.len(), 1, "{failed:?}");
         let info = &failed[0]["KinesisBatchInfo"];

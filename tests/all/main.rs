@@ -15,6 +15,7 @@ mod hostile_files;
 mod http_api;
 mod http_limits;
 mod lambda;
+mod log_tail;
 mod outbound;
 mod plugins;
 mod plugins_http;

@@ -519,3 +519,138 @@ async fn tenant_toml_is_replaced_only_by_a_valid_file_within_the_operators_polic
     assert_eq!(tenants.tenant("acme").unwrap().quotas.concurrency, 2);
     assert_eq!(confirmed(&server.base).await, Ok(true));
 }
+
+/// `triggerfish deploy ARGS`: its exit code, stdout and stderr.
+fn deploy_cli(args: &[&str], key: Option<&str>) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_triggerfish"));
+    command
+        .arg("deploy")
+        .args(args)
+        .env_remove("TRIGGERFISH_DEPLOY_KEY");
+    if let Some(key) = key {
+        command.env("TRIGGERFISH_DEPLOY_KEY", key);
+    }
+    let out = command.output().expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_command_against_a_real_host() {
+    let dir = folder();
+    let host = tokio::task::spawn_blocking({
+        let path = dir.path().to_owned();
+        move || ServeProcess::start(&path, &["--no-cache"])
+    })
+    .await
+    .unwrap();
+    let base = host.base.clone();
+    assert_eq!(confirmed(&base).await, Ok(true), "{}", host.last_log());
+
+    let cli = |args: Vec<String>, key: Option<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            deploy_cli(&args, key)
+        })
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["--tenant", "acme", "--url", &base].map(String::from));
+        args
+    };
+
+    // A plugin, named by --name, with the key from the environment.
+    let (code, stdout, stderr) = cli(
+        args(&[guests::EMAIL_ALLOW_LIST, "--name", "10-gate"]),
+        Some(DEPLOY_KEY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}\n{}", host.last_log());
+    assert!(
+        stdout.contains("live as 10-gate in acme (replaced"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("triggers: pre-sign-up"), "{stdout}");
+    assert_eq!(confirmed(&base).await, Ok(false));
+
+    // A broken one: exit 1 and the host's reason; nothing changes.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x0d\0\x01\0").unwrap();
+    let mut broken_args = args(&[broken.to_str().unwrap(), "--name", "10-gate"]);
+    broken_args.extend(["--key".into(), DEPLOY_KEY.into()]);
+    let (code, _, stderr) = cli(broken_args, None).await.unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("400 invalid-plugin"), "{stderr}");
+    assert_eq!(confirmed(&base).await, Ok(false));
+
+    // A key without the deploy right.
+    let (code, _, stderr) = cli(args(&[guests::EMAIL_DENY_LIST]), Some(EVENTS_KEY))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("403 forbidden"), "{stderr}");
+
+    // tenant.toml: the probe is back under its own name with a config that
+    // denies; a broken file is refused.
+    let toml = dir.path().join("acme.toml");
+    std::fs::write(
+        &toml,
+        acme_settings("[plugins.20-probe.config]\nmode = \"deny\"\nmessage = \"shut\"\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = cli(
+        args(&[
+            "--config",
+            toml.to_str().unwrap(),
+            guests::PRESIGNUP_PROBE,
+            "--name",
+            "20-probe",
+        ]),
+        Some(DEPLOY_KEY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("live as the tenant.toml of acme"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("live as 20-probe in acme (new"), "{stdout}");
+    let denied = confirmed(&base).await.unwrap_err();
+    assert!(denied.contains("shut"), "{denied}");
+    std::fs::write(&toml, "[limits]\nfuell = 1\n").unwrap();
+    let (code, _, stderr) = cli(
+        args(&["--config", toml.to_str().unwrap()]),
+        Some(DEPLOY_KEY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("invalid-config") && stderr.contains("fuell"),
+        "{stderr}"
+    );
+
+    // Delete it again.
+    let (code, stdout, stderr) = cli(args(&["--delete", "20-probe"]), Some(DEPLOY_KEY))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("deleted 20-probe"), "{stdout}");
+    assert_eq!(confirmed(&base).await, Ok(false));
+
+    // No key, no host.
+    let (code, _, stderr) = cli(args(&[guests::EMAIL_DENY_LIST]), None).await.unwrap();
+    assert_eq!(code, 2);
+    assert!(stderr.contains("TRIGGERFISH_DEPLOY_KEY"), "{stderr}");
+    drop(host);
+    let (code, _, stderr) = cli(args(&[guests::EMAIL_DENY_LIST]), Some(DEPLOY_KEY))
+        .await
+        .unwrap();
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

@@ -41,7 +41,7 @@ async fn every_trigger_source_reaches_its_interface() {
             format!("handled by {}", trigger.wit_name()),
             "{source} v{version}"
         );
-        assert_eq!(error.trigger.cognito_name(), trigger.cognito_name());
+        assert_eq!(error.trigger.aws_name(), trigger.aws_name());
     }
 
     let error = chain_error(&tenant, sync_event()).await;

@@ -61,11 +61,10 @@ pub(crate) async fn run(
         return Ok(event);
     };
     let handler = &first.compiled.handlers[&trigger];
-    let family = trigger.family();
     loop {
         tally.attempts += 1;
         let attempt = tally.attempts;
-        let args = Args::from_event(family, handler, &event)
+        let args = Args::from_event(trigger, handler, &event)
             .map_err(|error| InvokeError::Shape { trigger, error })?;
         match run_attempt(tenant, trigger, &chain, args, tally).await {
             Ok(args) => {
@@ -110,6 +109,9 @@ async fn run_attempt(
     let deadline = Instant::now() + tenant.limits.timeout;
     let log_budget = LogBudget::new(tenant.limits.log_bytes);
     for plugin in chain {
+        if args.is_spent() {
+            break;
+        }
         let settings = tenant.settings_for(&plugin.name);
         let call = Call {
             plugin,
@@ -148,7 +150,9 @@ async fn run_attempt(
             tail.push("ERROR", &plugin.name, &format!("denied: {denial}"));
         }
         match called.result {
-            Ok(Ok(ok)) => args.fold(ok),
+            Ok(Ok(ok)) => args
+                .fold(ok)
+                .map_err(|message| fail(ErrorKind::InvalidOutput, message, false))?,
             Ok(Err(denial)) => return Err(fail(ErrorKind::Denied, denial, false)),
             Err(f) => return Err(fail(f.kind, f.message, f.can_pass)),
         }

@@ -200,9 +200,11 @@ fn install(args: &[String]) -> Result<(), String> {
         return Err(format!("`{file}` must be a file name ending in .wasm"));
     }
     if url.is_some() && !config.is_empty() {
-        return Err("--config edits the local tenant.toml; against a host at --url, \
+        return Err(
+            "--config edits the local tenant.toml; against a host at --url, \
              deploy a whole tenant.toml with `triggerfish deploy --config FILE`"
-            .to_owned());
+                .to_owned(),
+        );
     }
     if key.is_some() && url.is_none() {
         return Err("--key is for deploying to a host at --url".to_owned());

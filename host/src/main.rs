@@ -461,6 +461,15 @@ async fn deploy(
         }
         println!("deleted {name} from {tenant}");
     }
+    let warn_failures = |body: &Value| {
+        for error in body["errors"].as_array().into_iter().flatten() {
+            eprintln!(
+                "warning: {} of {tenant} does not load: {}",
+                error["plugin"].as_str().unwrap_or_default(),
+                error["error"].as_str().unwrap_or_default()
+            );
+        }
+    };
     if let Some(path) = config {
         let toml =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -469,13 +478,7 @@ async fn deploy(
             return refused(&format!("{}", path.display()), &answer);
         }
         println!("{}: live as the tenant.toml of {tenant}", path.display());
-        for error in answer.body["errors"].as_array().into_iter().flatten() {
-            eprintln!(
-                "warning: {} does not load under these settings: {}",
-                error["plugin"].as_str().unwrap_or_default(),
-                error["error"].as_str().unwrap_or_default()
-            );
-        }
+        warn_failures(&answer.body);
     }
     if let Some(path) = file {
         let name = match name {
@@ -513,6 +516,7 @@ async fn deploy(
             body["hash"].as_str().unwrap_or_default(),
             triggers.join(", ")
         );
+        warn_failures(body);
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

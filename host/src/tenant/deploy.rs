@@ -86,6 +86,9 @@ pub struct DeployedPlugin {
     /// Whether a plugin by this name was replaced (else it is new).
     pub replaced: bool,
     pub origin: Origin,
+    /// The tenant's other files that do not load (a deploy does not fix
+    /// them; one with no last good version stops the tenant's chains).
+    pub failures: Vec<LoadFailure>,
 }
 
 /// A `tenant.toml` deployed and serving.
@@ -178,6 +181,7 @@ impl Tenants {
         // with. Holding it keeps the compiled code in memory, so the reload
         // below shares it instead of compiling again.
         let limits = current.settings_for(&stem).limits.clone();
+        let started = std::time::Instant::now();
         let checked = self
             .loader()
             .load(&stem, bytes.clone(), &limits)
@@ -187,8 +191,17 @@ impl Tenants {
         off_worker(move || write_atomically(&dir, &file_name, &bytes, 0o644))
             .await
             .map_err(DeployError::Io)?;
-        tracing::info!(tenant, plugin = %stem, hash = %&checked.hash()[..12], replaced, "plugin deployed");
+        let checked_in = started.elapsed();
         let reloaded = self.reload_for_deploy(tenant).await?;
+        tracing::info!(
+            tenant,
+            plugin = %stem,
+            hash = %&checked.hash()[..12],
+            replaced,
+            check_ms = checked_in.as_millis() as u64,
+            written_to_live_ms = (started.elapsed() - checked_in).as_millis() as u64,
+            "plugin deployed"
+        );
         let serving = reloaded
             .plugins
             .iter()
@@ -202,6 +215,7 @@ impl Tenants {
                 triggers: plugin.triggers().collect(),
                 replaced,
                 origin: checked.origin,
+                failures: reloaded.failures.clone(),
             }),
             (_, Some(failure)) => Err(DeployError::NotLive(failure.error.clone())),
             (None, None) => Err(DeployError::NotLive(

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::auth::{sigv4, Credentials};
 use crate::tenant::deploy::{DeployError, Deployer};
-use crate::tenant::{Tenant, TENANT_FILE_MAX_BYTES};
+use crate::tenant::{LoadFailure, Tenant, TENANT_FILE_MAX_BYTES};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -154,6 +154,7 @@ pub(super) async fn put_plugin(
         "replaced": deployed.replaced,
         "origin": deployed.origin.as_str(),
         "live": true,
+        "errors": failures(&deployed.failures),
     });
     Ok((status, Json(body)).into_response())
 }
@@ -184,16 +185,19 @@ pub(super) async fn put_config(
     )
     .await?;
     let deployed = api.tenants.deploy_config(&tenant.name, &bytes, &by).await?;
-    let errors: Vec<_> = deployed
-        .failures
-        .iter()
-        .map(|f| json!({"plugin": f.plugin, "error": f.error, "servingPrevious": f.serving_previous}))
-        .collect();
     Ok(Json(json!({
         "tenant": deployed.tenant,
         "config": "tenant.toml",
         "live": true,
-        "errors": errors,
+        "errors": failures(&deployed.failures),
     }))
     .into_response())
+}
+
+/// The tenant's files that do not load, as `GET .../plugins` lists them.
+fn failures(failures: &[LoadFailure]) -> Vec<serde_json::Value> {
+    failures
+        .iter()
+        .map(|f| json!({"plugin": f.plugin, "error": f.error, "servingPrevious": f.serving_previous}))
+        .collect()
 }

@@ -282,6 +282,19 @@ async fn deploys_need_a_key_with_the_deploy_right() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    // AWS signatures never deploy.
+    let response = client()
+        .put(format!("{}{path}", server.base))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/us-east-1/lambda/aws4_request, \
+             SignedHeaders=host, Signature=00",
+        )
+        .body(body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
     // An unknown tenant answers as a tenant whose keys these are not.
     let (status, _) = put(
         &server.base,

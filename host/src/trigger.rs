@@ -378,7 +378,9 @@ pub enum RouteError {
         index: usize,
         event_source: Option<String>,
     },
-    #[error("`Records[{index}]` comes from another kind of source than `Records[0]`: a batch has one")]
+    #[error(
+        "`Records[{index}]` comes from another kind of source than `Records[0]`: a batch has one"
+    )]
     MixedEventSources { index: usize },
 }
 
@@ -458,13 +460,13 @@ mod tests {
     #[test]
     fn records_route_by_their_event_source() {
         let batch = |sources: &[&str]| {
-            let records: Vec<Value> = sources
-                .iter()
-                .map(|s| json!({"eventSource": s}))
-                .collect();
+            let records: Vec<Value> = sources.iter().map(|s| json!({"eventSource": s})).collect();
             json!({ "Records": records })
         };
-        assert_eq!(Trigger::route(&batch(&["aws:kinesis"])), Ok(Trigger::Kinesis));
+        assert_eq!(
+            Trigger::route(&batch(&["aws:kinesis"])),
+            Ok(Trigger::Kinesis)
+        );
         assert_eq!(
             Trigger::route(&batch(&["aws:dynamodb", "aws:dynamodb"])),
             Ok(Trigger::DynamodbStream)

@@ -19,6 +19,7 @@ mod log_tail;
 mod outbound;
 mod plugins;
 mod plugins_http;
+mod records;
 mod reload;
 mod routing;
 mod sync;

@@ -31,8 +31,9 @@ pub struct Tally {
 }
 
 /// Runs `event` through the tenant's plugins serving `trigger`. A tenant
-/// with no such plugin gets the event back unchanged, as Cognito does with
-/// no trigger configured.
+/// with no such plugin gets its family's answer for an unserved event
+/// (the event unchanged, as Cognito does with no trigger configured; for
+/// stream records, no failures).
 pub(crate) async fn run(
     tenant: &Tenant,
     trigger: Trigger,
@@ -58,7 +59,7 @@ pub(crate) async fn run(
         .filter(|p| p.serves(trigger))
         .collect();
     let Some(first) = chain.first() else {
-        return Ok(event);
+        return Ok(trigger.family().unserved(event));
     };
     let handler = &first.compiled.handlers[&trigger];
     loop {

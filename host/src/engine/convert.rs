@@ -168,9 +168,7 @@ pub fn to_val(ty: &Type, json: Option<&Value>) -> Result<Val, ConvertError> {
         Type::List(list) => {
             let element = list.ty();
             if element == Type::U8 {
-                let text = json
-                    .as_str()
-                    .ok_or_else(|| expected("base64 text", json))?;
+                let text = json.as_str().ok_or_else(|| expected("base64 text", json))?;
                 let bytes = BASE64
                     .decode(text)
                     .map_err(|e| ConvertError::new(format!("expected base64 text: {e}")))?;
@@ -342,7 +340,8 @@ pub fn to_json(ty: &Type, val: &Val, original: Option<&Value>) -> Result<Value, 
                         _ => None,
                     })
                     .collect();
-                let bytes = bytes.ok_or_else(|| ConvertError::new("a byte list holds a non-byte"))?;
+                let bytes =
+                    bytes.ok_or_else(|| ConvertError::new("a byte list holds a non-byte"))?;
                 Value::String(BASE64.encode(bytes))
             } else if let Some(value_ty) = map_value_type(&element) {
                 let mut object = Map::new();

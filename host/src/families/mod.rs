@@ -49,6 +49,15 @@ impl Family {
         }
     }
 
+    /// The answer to an event no plugin serves: the event as it came, or
+    /// for stream records a batch with no failures.
+    pub fn unserved(self, event: Value) -> Value {
+        match self {
+            Family::UserPool | Family::Sync => event,
+            Family::Records => records::Batch::no_failures(),
+        }
+    }
+
     /// The message a caller gets when a chain of this family stops on an
     /// error: Cognito's wording for its triggers; for stream records the
     /// handler's own, as Lambda reports it.

@@ -33,20 +33,41 @@ fn identifier_path(trigger: Trigger) -> &'static [&'static str] {
 
 /// The event as the contract reads it. DynamoDB's stream record spells
 /// its keys in PascalCase and its keys and images are DynamoDB JSON, which
-/// the contract carries as text; everything else is read as it comes.
+/// the contract carries as text. Timestamps in seconds may come as numeric
+/// text, as the `aws_lambda_events` crate prints them; the contract reads
+/// numbers. Everything else is read as it comes.
 pub(super) fn prepare(trigger: Trigger, event: &Value) -> Cow<'_, Value> {
-    if trigger != Trigger::DynamodbStream {
-        return Cow::Borrowed(event);
-    }
+    let prepare_record: fn(&mut Value) = match trigger {
+        Trigger::Kinesis => |record| {
+            if let Some(kinesis) = record.get_mut("kinesis") {
+                seconds_as_number(kinesis, "approximateArrivalTimestamp");
+            }
+        },
+        Trigger::DynamodbStream => prepare_dynamodb_record,
+        _ => return Cow::Borrowed(event),
+    };
     let Some(records) = event.get("Records").and_then(Value::as_array) else {
         return Cow::Borrowed(event);
     };
-    let records: Vec<Value> = records.iter().map(prepare_dynamodb_record).collect();
+    let mut records = records.clone();
+    records.iter_mut().for_each(prepare_record);
     Cow::Owned(json!({ "Records": records }))
 }
 
-fn prepare_dynamodb_record(record: &Value) -> Value {
-    let mut record = record.clone();
+/// Reads a timestamp given as numeric text (`"1480641523.477"`) as the
+/// number it is; anything else is left for the contract to judge.
+fn seconds_as_number(object: &mut Value, key: &str) {
+    let Some(value) = object.get_mut(key) else {
+        return;
+    };
+    if let Some(number) = value.as_str().and_then(|s| s.parse::<f64>().ok()) {
+        if let Some(number) = serde_json::Number::from_f64(number) {
+            *value = Value::Number(number);
+        }
+    }
+}
+
+fn prepare_dynamodb_record(record: &mut Value) {
     if let Some(Value::Object(stream)) = record.get_mut("dynamodb") {
         let prepared: Map<String, Value> = std::mem::take(stream)
             .into_iter()
@@ -61,8 +82,10 @@ fn prepare_dynamodb_record(record: &Value) -> Value {
             })
             .collect();
         *stream = prepared;
+        if let Some(stream) = record.get_mut("dynamodb") {
+            seconds_as_number(stream, "approximateCreationDateTime");
+        }
     }
-    record
 }
 
 /// `NewImage` to `newImage`: the contract's camelCase.
@@ -124,12 +147,18 @@ impl Batch {
         Ok(())
     }
 
-    /// Lambda's partial batch response.
+    /// The partial batch response of a batch where nothing failed.
+    pub(super) fn no_failures() -> Value {
+        json!({ "batchItemFailures": [] })
+    }
+
+    /// Lambda's partial batch response, each failure once.
     pub(super) fn response(&self) -> Value {
+        let mut reported = HashSet::with_capacity(self.failed.len());
         let failures: Vec<Value> = self
             .identifiers
             .iter()
-            .filter(|id| self.failed.contains(*id))
+            .filter(|id| self.failed.contains(*id) && reported.insert(*id))
             .map(|id| json!({ "itemIdentifier": id }))
             .collect();
         json!({ "batchItemFailures": failures })

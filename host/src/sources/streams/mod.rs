@@ -114,7 +114,7 @@ impl StreamsSource {
         let mut last_trim = Instant::now() - TRIM_EVERY;
         loop {
             let mut desired: HashMap<(String, String), EventSource> = HashMap::new();
-            for tenant in self.tenants.all() {
+            for tenant in self.tenants.all().values() {
                 for mapping in tenant.event_sources.iter().filter(|m| m.enabled) {
                     desired.insert((tenant.name.clone(), mapping.name.clone()), mapping.clone());
                 }
@@ -197,7 +197,7 @@ impl StreamsSource {
 
     /// Deletes records older than each tenant's retention.
     async fn trim(&self) {
-        for tenant in self.tenants.all() {
+        for tenant in self.tenants.all().values() {
             let cutoff = now_ms().saturating_sub(tenant.quotas.stream_retention.as_millis() as u64);
             match self.streams.engine.trim(&tenant.name, cutoff).await {
                 Ok(0) => {}

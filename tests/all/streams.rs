@@ -666,6 +666,12 @@ async fn stream_quotas_are_the_operators() {
     );
     let (status, body) = post(b, "t/streams/big/records", &kinesis(&[("k", &half)])).await;
     assert_eq!(status, 507, "{body}");
+    let (_, sources) = get(b, "t/event-sources").await;
+    assert_eq!(sources["storedBytesQuota"], 1 << 20);
+    assert!(
+        sources["storedBytes"].as_u64().unwrap() > 600 << 10,
+        "{sources}"
+    );
     assert_eq!(body["error"]["kind"], "stored-bytes-quota");
     // Retention (1 s) trims the records, and frees the space.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -359,7 +359,18 @@ pub(super) async fn event_sources(
                 "lag": lag,
             }));
         }
-        Ok(Json(json!({"tenant": tenant.name, "eventSources": listed})).into_response())
+        let stored = streams
+            .engine
+            .tenant_bytes(&tenant.name)
+            .await
+            .map_err(engine_error)?;
+        Ok(Json(json!({
+            "tenant": tenant.name,
+            "storedBytes": stored,
+            "storedBytesQuota": tenant.quotas.stream_stored_bytes,
+            "eventSources": listed,
+        }))
+        .into_response())
     }
     .await;
     match result {

@@ -295,15 +295,17 @@ impl Consumer {
                 let expired = pending.iter().take_while(|r| r.arrived_ms < cutoff).count();
                 if expired > 0 {
                     let gone: Vec<StoredRecord> = pending.drain(..expired).collect();
-                    self.give_up(
-                        &gone,
-                        Condition::RecordAgeExceeded,
-                        invocations,
-                        last_error.as_ref(),
-                    )
-                    .await?;
+                    let sent = self
+                        .give_up(
+                            &gone,
+                            Condition::RecordAgeExceeded,
+                            invocations,
+                            last_error.as_ref(),
+                        )
+                        .await?;
                     checkpoint = gone[gone.len() - 1].seq;
                     engine.commit(lane, checkpoint).await?;
+                    self.count_sent(sent, gone.len());
                     window = pending.len();
                     (attempts, invocations, last_error) = (0, 0, None);
                     continue;
@@ -348,12 +350,12 @@ impl Consumer {
             busy = 0;
             invocations += 1;
             let Some((lowest, error)) = failed_from else {
-                Counters::add(&counters.processed, window);
                 // Only what this invocation covered: after a split, records
                 // past the half have been delivered but not yet succeeded.
                 checkpoint = pending[window - 1].seq;
                 pending.drain(..window);
                 engine.commit(lane, checkpoint).await?;
+                Counters::add(&counters.processed, window);
                 window = pending.len();
                 (attempts, invocations, last_error) = (0, 0, None);
                 continue;
@@ -363,9 +365,9 @@ impl Consumer {
             Counters::add(&counters.failed, window - lowest);
             if lowest > 0 {
                 // Everything before the lowest failed record is done.
-                Counters::add(&counters.processed, lowest);
                 checkpoint = pending[lowest - 1].seq;
                 engine.commit(lane, checkpoint).await?;
+                Counters::add(&counters.processed, lowest);
                 pending.drain(..lowest);
                 window -= lowest;
             }
@@ -382,15 +384,17 @@ impl Consumer {
                 .is_some_and(|max| attempts > max)
             {
                 let gone: Vec<StoredRecord> = pending.drain(..window).collect();
-                self.give_up(
-                    &gone,
-                    Condition::RetryAttemptsExhausted,
-                    invocations,
-                    last_error.as_ref(),
-                )
-                .await?;
+                let sent = self
+                    .give_up(
+                        &gone,
+                        Condition::RetryAttemptsExhausted,
+                        invocations,
+                        last_error.as_ref(),
+                    )
+                    .await?;
                 checkpoint = gone[gone.len() - 1].seq;
                 engine.commit(lane, checkpoint).await?;
+                self.count_sent(sent, gone.len());
                 window = pending.len();
                 (attempts, invocations, last_error) = (0, 0, None);
                 continue;
@@ -410,7 +414,7 @@ impl Consumer {
         condition: Condition,
         invocations: u32,
         error: Option<&LastError>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let failure = records::ordered_failure(
             &self.id,
             self.mapping.kind,
@@ -421,18 +425,28 @@ impl Consumer {
         );
         tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, records = gone.len(),
             condition = condition.as_str(), destination = self.mapping.on_failure.as_deref().unwrap_or("none"), "records given up on");
-        self.send_to_failure_destination(failure.to_string(), json!({}), gone.len())
+        self.send_to_failure_destination(failure.to_string(), json!({}))
             .await
     }
 
+    /// Counts records sent to the failure destination, once the source
+    /// has let go of them (checkpoint or deletion written), so that the
+    /// counts never show them both sent and still lagging.
+    fn count_sent(&self, sent: bool, records: usize) {
+        if sent {
+            Counters::add(&self.counters.sent_to_failure_destination, records);
+        }
+    }
+
+    /// Appends a message to the mapping's failure destination; false if
+    /// it has none (what is given up on is then dropped).
     async fn send_to_failure_destination(
         &self,
         body: String,
         attributes: Value,
-        records: usize,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let Some(target) = &self.mapping.on_failure else {
-            return Ok(());
+            return Ok(false);
         };
         let id = StreamId::new(&self.id.tenant, target);
         let mut tries = 0;
@@ -454,8 +468,7 @@ impl Consumer {
             {
                 Ok(_) => {
                     self.streams.waker(&id).notify_waiters();
-                    Counters::add(&self.counters.sent_to_failure_destination, records);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(
                     error @ (EngineError::KindMismatch { .. } | EngineError::StorageQuota { .. }),
@@ -551,9 +564,9 @@ impl Consumer {
                 .get("messageAttributes")
                 .cloned()
                 .unwrap_or(json!({}));
-            self.send_to_failure_destination(body, attributes, 1)
-                .await?;
+            let sent = self.send_to_failure_destination(body, attributes).await?;
             engine.settle(&self.id, vec![message.record.seq]).await?;
+            self.count_sent(sent, 1);
         }
         if live.is_empty() {
             return Ok(());
@@ -578,8 +591,9 @@ impl Consumer {
             Answer::Done { failures }
                 if failures.is_empty() || !self.mapping.report_batch_item_failures =>
             {
-                Counters::add(&self.counters.processed, all.len());
+                let n = all.len();
                 engine.settle(&self.id, all).await?;
+                Counters::add(&self.counters.processed, n);
             }
             Answer::Done { failures } => {
                 if failures.iter().all(|f| ids.contains(f)) {
@@ -589,9 +603,10 @@ impl Consumer {
                         .filter(|(_, id)| !failures.contains(id))
                         .map(|(m, _)| m.record.seq)
                         .collect();
-                    Counters::add(&self.counters.processed, done.len());
-                    Counters::add(&self.counters.failed, all.len() - done.len());
+                    let n = done.len();
+                    Counters::add(&self.counters.failed, all.len() - n);
                     engine.settle(&self.id, done).await?;
+                    Counters::add(&self.counters.processed, n);
                 } else {
                     tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, "batchItemFailures names messages not in the batch; the whole batch failed");
                     Counters::add(&self.counters.failed, all.len());
@@ -626,9 +641,12 @@ impl Consumer {
                 message.receive_count - 1,
                 None,
             );
-            self.send_to_failure_destination(failure.to_string(), json!({}), 1)
+            let sent = self
+                .send_to_failure_destination(failure.to_string(), json!({}))
                 .await?;
-            return engine.settle(&self.id, vec![seq]).await;
+            engine.settle(&self.id, vec![seq]).await?;
+            self.count_sent(sent, 1);
+            return Ok(());
         }
         self.count_received([message.receive_count]);
         let error = match self.deliver(event.clone()).await {
@@ -646,8 +664,9 @@ impl Consumer {
             Answer::Failed(error) => Some(error),
         };
         let Some(error) = error else {
+            engine.settle(&self.id, vec![seq]).await?;
             Counters::add(&self.counters.processed, 1);
-            return engine.settle(&self.id, vec![seq]).await;
+            return Ok(());
         };
         Counters::add(&self.counters.failed, 1);
         tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, attempt = message.receive_count, kind = %error.kind, error = %error.message, "S3 event failed");
@@ -659,9 +678,12 @@ impl Consumer {
                 message.receive_count,
                 Some(&error),
             );
-            self.send_to_failure_destination(failure.to_string(), json!({}), 1)
+            let sent = self
+                .send_to_failure_destination(failure.to_string(), json!({}))
                 .await?;
-            return engine.settle(&self.id, vec![seq]).await;
+            engine.settle(&self.id, vec![seq]).await?;
+            self.count_sent(sent, 1);
+            return Ok(());
         }
         engine
             .release(&self.id, seq, s3_retry_delay(message.receive_count), false)

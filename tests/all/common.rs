@@ -108,12 +108,36 @@ impl Server {
     }
 
     pub async fn start_with(tenants: Arc<Tenants>, limits: ServerLimits) -> Server {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let api = Api {
             tenants,
             dispatcher: Arc::new(Dispatcher::new()),
+            admin: None,
         };
+        Server::serve(api, limits)
+    }
+
+    /// The real server path with the operator routes on (`--admin-keys`):
+    /// its metrics and status page see every outcome.
+    pub async fn start_admin(
+        tenants: Arc<Tenants>,
+        keys: triggerfish::auth::admin::AdminKeys,
+    ) -> Server {
+        let admin = Arc::new(triggerfish::ops::Admin::new(keys, tenants.clone()));
+        let dispatcher = admin
+            .sinks()
+            .into_iter()
+            .fold(Dispatcher::new(), Dispatcher::with_sink);
+        let api = Api {
+            tenants,
+            dispatcher: Arc::new(dispatcher),
+            admin: Some(admin),
+        };
+        Server::serve(api, ServerLimits::default())
+    }
+
+    fn serve(api: Api, limits: ServerLimits) -> Server {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             serve(listener, router(api), limits, std::future::pending())
                 .await
@@ -328,6 +352,7 @@ impl ServeProcess {
                     .filter(|line| line.contains(" serving "))
                     .and_then(|line| line.split_once("address="))
                     .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .or_else(|| serving_address_json(&line))
                     .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
                 if let Some(address) = address {
                     let _ = address_tx.send(address);
@@ -358,6 +383,15 @@ impl ServeProcess {
         let lines = self.log.lock().unwrap();
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
+}
+
+/// The address in `--log-format json`'s "serving" line.
+fn serving_address_json(line: &str) -> Option<&str> {
+    if !line.contains(r#""message":"serving""#) {
+        return None;
+    }
+    let (_, rest) = line.split_once(r#""address":""#)?;
+    rest.split('"').next()
 }
 
 impl Drop for ServeProcess {

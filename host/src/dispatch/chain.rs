@@ -24,6 +24,21 @@ pub struct Tally {
     pub fuel: u64,
     /// Attempts made.
     pub attempts: u32,
+    /// Each plugin call, in order, retries included: for the per-plugin
+    /// metrics.
+    pub plugin_calls: Vec<PluginCall>,
+}
+
+/// One plugin call as the sinks see it.
+#[derive(Debug, Clone)]
+pub struct PluginCall {
+    /// The plugin as loaded (so a label from its name names a plugin
+    /// that exists).
+    pub plugin: Arc<Plugin>,
+    /// `ok`, `denied`, or the kind it failed with (`timeout`, ...).
+    pub outcome: &'static str,
+    /// Fuel it used.
+    pub fuel: u64,
 }
 
 /// Runs `event` through the tenant's plugins serving `trigger`. A tenant
@@ -130,6 +145,15 @@ async fn run_attempt(
         let called = call.run(&args.values).await;
         tally.calls += 1;
         tally.fuel += called.fuel;
+        tally.plugin_calls.push(PluginCall {
+            plugin: Arc::clone(plugin),
+            outcome: match &called.result {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => ErrorKind::Denied.as_str(),
+                Err(f) => f.kind.as_str(),
+            },
+            fuel: called.fuel,
+        });
         match called.result {
             Ok(Ok(ok)) => args.fold(ok),
             Ok(Err(denial)) => return Err(fail(ErrorKind::Denied, denial, false)),

@@ -33,6 +33,18 @@ pub struct Tenants {
     reloading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether the first load of every tenant has finished.
     ready: AtomicBool,
+    /// Loads of each tenant by result, for the metrics; a removed
+    /// tenant's are dropped with it.
+    reloads: Mutex<BTreeMap<String, ReloadCounts>>,
+}
+
+/// How a tenant's loads (the first included) ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    /// Every file of the tenant loaded.
+    pub ok: u64,
+    /// Some file (a plugin or `tenant.toml`) was refused.
+    pub failed: u64,
 }
 
 impl Tenants {
@@ -65,6 +77,7 @@ impl Tenants {
             tenants: ArcSwap::default(),
             reloading: Mutex::default(),
             ready: AtomicBool::new(false),
+            reloads: Mutex::default(),
         }
     }
 
@@ -147,17 +160,47 @@ impl Tenants {
                 });
                 tracing::info!(tenant = %name, "tenant folder removed; the tenant no longer serves");
             }
+            self.reloads_lock().remove(&name);
             return;
         }
         let previous = self.tenant(&name);
         let policy = self.operator.for_tenant(&name);
         let tenant = Tenant::load(&self.loader, policy, &name, &dir, previous.as_deref()).await;
+        {
+            let mut reloads = self.reloads_lock();
+            let counts = reloads.entry(name.clone()).or_default();
+            if tenant.failures.is_empty() {
+                counts.ok += 1;
+            } else {
+                counts.failed += 1;
+            }
+        }
         let tenant = Arc::new(tenant);
         self.tenants.rcu(|tenants| {
             let mut tenants = BTreeMap::clone(tenants);
             tenants.insert(name.clone(), tenant.clone());
             tenants
         });
+    }
+
+    fn reloads_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ReloadCounts>> {
+        self.reloads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads of each tenant by result, since the host started.
+    pub fn reload_counts(&self) -> BTreeMap<String, ReloadCounts> {
+        self.reloads_lock().clone()
+    }
+
+    /// Every tenant as loaded now, by name (a snapshot: later reloads do
+    /// not change it).
+    pub fn all(&self) -> Arc<BTreeMap<String, Arc<Tenant>>> {
+        self.tenants.load_full()
+    }
+
+    /// The engine the tenants' plugins run on.
+    pub fn runtime(&self) -> &Arc<crate::engine::Runtime> {
+        self.loader.runtime()
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {

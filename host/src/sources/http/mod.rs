@@ -4,12 +4,15 @@
 //!   `GET /healthz` ([`events`]);
 //! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
 //!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]);
+//! - `GET /metrics`, `GET /status`, `POST /status/login|logout`, the
+//!   operator's routes, off without `serve --admin-keys` ([`admin`]);
 //! - served by [`server`]: hyper with header, body and idle timeouts and
 //!   caps on connections.
 //!
 //! Every error is JSON: `{"error": {"kind", "message"}}` on the `/v1`
 //! routes, Lambda's own shapes on the Lambda route.
 
+mod admin;
 mod events;
 mod lambda;
 pub mod server;
@@ -41,6 +44,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct Api {
     pub tenants: Arc<Tenants>,
     pub dispatcher: Arc<Dispatcher>,
+    /// The operator's keys, metrics and status page; `None` (the routes
+    /// answer 404) without `serve --admin-keys`.
+    pub admin: Option<Arc<crate::ops::Admin>>,
 }
 
 /// The API's routes.
@@ -53,6 +59,10 @@ pub fn router(api: Api) -> Router {
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),
         )
+        .route("/metrics", get(admin::metrics))
+        .route("/status", get(admin::status))
+        .route("/status/login", post(admin::login))
+        .route("/status/logout", post(admin::logout))
         .fallback(not_found)
         .with_state(api)
 }

@@ -302,7 +302,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let admin = match admin_keys {
                 Some(path) => {
                     let keys = AdminKeys::load(&path)?;
-                    tracing::info!(keys = keys.len(), "operator routes on: GET /metrics, GET /status");
+                    tracing::info!(
+                        keys = keys.len(),
+                        "operator routes on: GET /metrics, GET /status"
+                    );
                     Some(Arc::new(Admin::new(keys, tenants.clone())))
                 }
                 None => None,

@@ -328,13 +328,22 @@ impl ServeProcess {
     /// `--plugins-dir`, and returns once it says every tenant is loaded
     /// (before that, /healthz answers 503 "starting").
     pub fn start(plugins_dir: &std::path::Path, args: &[&str]) -> ServeProcess {
+        ServeProcess::start_with_log(plugins_dir, args, "info,cranelift=warn,wasmtime=warn")
+    }
+
+    /// [`ServeProcess::start`] with `rust_log` as its `RUST_LOG`.
+    pub fn start_with_log(
+        plugins_dir: &std::path::Path,
+        args: &[&str],
+        rust_log: &str,
+    ) -> ServeProcess {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         let mut child = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
             .args(["serve", "--listen", "127.0.0.1:0", "--plugins-dir"])
             .arg(plugins_dir)
             .args(args)
-            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

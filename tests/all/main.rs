@@ -14,6 +14,7 @@ mod hostile_files;
 mod http_api;
 mod http_limits;
 mod lambda;
+mod observe;
 mod outbound;
 mod plugins;
 mod plugins_http;

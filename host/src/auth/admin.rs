@@ -138,7 +138,11 @@ mod tests {
 
     #[test]
     fn keys_are_checked_against_their_hashes() {
-        let text = format!("# operators\n\n{}\n  {}  \n", hash_key("k1"), hash_key("k2"));
+        let text = format!(
+            "# operators\n\n{}\n  {}  \n",
+            hash_key("k1"),
+            hash_key("k2")
+        );
         let keys = AdminKeys::parse(&text).unwrap();
         assert_eq!(keys.len(), 2);
         assert!(keys.allows("k1") && keys.allows("k2"));

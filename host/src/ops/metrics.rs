@@ -84,9 +84,13 @@ const CALL_OUTCOMES: [&str; 8] = [
     ErrorKind::NoHandler.as_str(),
 ];
 
-/// Latency buckets: 250 µs to about 8 s (Cognito's budget is 5 s).
+/// Latency buckets, in seconds: 500 µs to 10 s (Cognito's budget is 5 s).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 fn duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+    Histogram::new(DURATION_BUCKETS)
 }
 
 /// Fuel buckets: 10 thousand to 10 billion units (the default cap is 1e9).
@@ -300,27 +304,37 @@ fn gauge_family<L: EncodeLabelSet>(
     Ok(())
 }
 
+/// Writes one gauge with no labels.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: usize,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value as i64);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
 impl Collector for Gauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let runtime = self.tenants.runtime();
-        let no_labels: [(&str, &str); 0] = [];
-        gauge_family(
+        gauge(
             &mut encoder,
             "instance_slots",
             "Plugin instance slots of the engine (serve --max-instances)",
-            [(no_labels, i64::from(runtime.config().max_instances))],
+            runtime.config().max_instances as usize,
         )?;
-        gauge_family(
+        gauge(
             &mut encoder,
             "instance_slots_in_use",
             "Instance slots held by plugin calls now",
-            [(no_labels, runtime.instance_slots_in_use() as i64)],
+            runtime.instance_slots_in_use(),
         )?;
-        gauge_family(
+        gauge(
             &mut encoder,
             "instance_slots_waiting",
             "Plugin calls waiting for a free instance slot now",
-            [(no_labels, runtime.instance_slots_waiting() as i64)],
+            runtime.instance_slots_waiting(),
         )?;
         let tenants = self.tenants.all();
         let by_tenant = |value: fn(&crate::tenant::Tenant) -> usize| {

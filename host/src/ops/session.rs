@@ -36,7 +36,10 @@ impl Sessions {
         let mut secret = [0u8; 32];
         let mut filled = 0;
         while filled < secret.len() {
-            match rustix::rand::getrandom(&mut secret[filled..], rustix::rand::GetRandomFlags::empty()) {
+            match rustix::rand::getrandom(
+                &mut secret[filled..],
+                rustix::rand::GetRandomFlags::empty(),
+            ) {
                 Ok(n) => filled += n,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => panic!("the system's random source failed: {e}"),
@@ -124,7 +127,10 @@ mod tests {
         let value = sessions.start(now);
         assert!(sessions.is_valid(&value, now));
         assert!(!sessions.is_valid(&value, now + SESSION_TTL + Duration::from_secs(1)));
-        assert!(!Sessions::new().is_valid(&value, now), "another process's secret");
+        assert!(
+            !Sessions::new().is_valid(&value, now),
+            "another process's secret"
+        );
         let (expires, tag) = value.split_once('.').unwrap();
         let later = format!("{}.{tag}", expires.parse::<u64>().unwrap() + 3600);
         assert!(!sessions.is_valid(&later, now), "a forged expiry");

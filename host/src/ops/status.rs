@@ -157,9 +157,11 @@ fn tenant_section(page: &mut String, tenant: &Tenant, summary: &Summary, recent:
         );
     }
     // Files refused with nothing serving in their place.
-    for failure in tenant.failures.iter().filter(|f| {
-        !tenant.plugins.iter().any(|p| p.name == f.plugin)
-    }) {
+    for failure in tenant
+        .failures
+        .iter()
+        .filter(|f| !tenant.plugins.iter().any(|p| p.name == f.plugin))
+    {
         let _ = write!(
             page,
             "<tr><td><code>{}</code></td><td class=\"muted\">-</td><td class=\"muted\">-</td>\
@@ -196,7 +198,11 @@ fn tenant_section(page: &mut String, tenant: &Tenant, summary: &Summary, recent:
                 escape(&utc(failure.at)),
                 escape(failure.trigger),
                 escape(failure.plugin.as_deref().unwrap_or("-")),
-                if failure.kind == "denied" { "warn" } else { "bad" },
+                if failure.kind == "denied" {
+                    "warn"
+                } else {
+                    "bad"
+                },
                 escape(failure.kind),
                 escape(&failure.message),
             );

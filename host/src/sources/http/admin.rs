@@ -180,7 +180,10 @@ mod tests {
 
     #[test]
     fn form_fields_are_decoded() {
-        assert_eq!(form_value(b"a=1&key=x%2By+z", "key").as_deref(), Some("x+y z"));
+        assert_eq!(
+            form_value(b"a=1&key=x%2By+z", "key").as_deref(),
+            Some("x+y z")
+        );
         assert_eq!(form_value(b"a=1", "key"), None);
     }
 }

@@ -116,25 +116,6 @@ impl Server {
         Server::serve(api, limits)
     }
 
-    /// The real server path with the operator routes on (`--admin-keys`):
-    /// its metrics and status page see every outcome.
-    pub async fn start_admin(
-        tenants: Arc<Tenants>,
-        keys: triggerfish::auth::admin::AdminKeys,
-    ) -> Server {
-        let admin = Arc::new(triggerfish::ops::Admin::new(keys, tenants.clone()));
-        let dispatcher = admin
-            .sinks()
-            .into_iter()
-            .fold(Dispatcher::new(), Dispatcher::with_sink);
-        let api = Api {
-            tenants,
-            dispatcher: Arc::new(dispatcher),
-            admin: Some(admin),
-        };
-        Server::serve(api, ServerLimits::default())
-    }
-
     fn serve(api: Api, limits: ServerLimits) -> Server {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

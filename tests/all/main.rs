@@ -20,6 +20,7 @@ mod plugins;
 mod plugins_http;
 mod reload;
 mod routing;
+mod status_page;
 mod sync;
 mod template;
 mod tenancy;

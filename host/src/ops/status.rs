@@ -94,8 +94,8 @@ pub fn render(tenants: &Tenants, recent: &Recent, now: SystemTime) -> String {
             summary.failed,
             if summary.failed > 0 { "bad" } else { "ok" },
             summary.error_rate() * 100.0,
-            millis(summary.p50),
-            millis(summary.p99),
+            latency(summary, summary.p50),
+            latency(summary, summary.p99),
             tenant.in_flight(),
             tenant.quotas.concurrency,
             name = escape(&tenant.name),
@@ -115,20 +115,28 @@ pub fn render(tenants: &Tenants, recent: &Recent, now: SystemTime) -> String {
 
 fn tenant_section(page: &mut String, tenant: &Tenant, summary: &Summary, recent: &Recent) {
     let name = escape(&tenant.name);
-    let _ = write!(
-        page,
-        "<section id=\"tenant-{name}\"><h2>Tenant {name}</h2>\
-         <p>{} invocations in the last {} ({} denied, {} failed, error rate {:.1}%); \
-         latency p50 {}, p99 {}, max {}.</p>",
-        summary.invocations,
-        span(summary.covers),
-        summary.denied,
-        summary.failed,
-        summary.error_rate() * 100.0,
-        millis(summary.p50),
-        millis(summary.p99),
-        millis(summary.max),
-    );
+    let _ = write!(page, "<section id=\"tenant-{name}\"><h2>Tenant {name}</h2>");
+    if summary.invocations == 0 {
+        let _ = write!(
+            page,
+            "<p class=\"muted\">No invocations in the last {} minutes.</p>",
+            WINDOW.as_secs() / 60
+        );
+    } else {
+        let _ = write!(
+            page,
+            "<p>{} invocations in the last {} ({} denied, {} failed, error rate {:.1}%); \
+             latency p50 {}, p99 {}, max {}.</p>",
+            summary.invocations,
+            span(summary.covers),
+            summary.denied,
+            summary.failed,
+            summary.error_rate() * 100.0,
+            millis(summary.p50),
+            millis(summary.p99),
+            millis(summary.max),
+        );
+    }
 
     page.push_str(
         "<h3>Plugins</h3><table class=\"plugins\"><tr><th>plugin</th><th>triggers</th>\
@@ -237,6 +245,15 @@ fn millis(duration: Duration) -> String {
         format!("{ms:.2} ms")
     } else {
         format!("{ms:.0} ms")
+    }
+}
+
+/// A latency figure, or a dash when there is nothing to measure.
+fn latency(summary: &Summary, figure: Duration) -> String {
+    if summary.invocations == 0 {
+        "-".to_owned()
+    } else {
+        millis(figure)
     }
 }
 

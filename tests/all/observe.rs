@@ -465,3 +465,69 @@ async fn json_logs_carry_the_invocation_fields() {
     assert_eq!(finished[1]["outcome"], "denied");
     assert!(finished[1]["fuel"].as_u64() > Some(0) && finished[1]["duration_us"].is_u64());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_removed_plugin_are_dropped_and_reloads_counted() {
+    use triggerfish::auth::admin::AdminKeys;
+    use triggerfish::dispatch::Dispatcher;
+    use triggerfish::ops::Admin;
+
+    let dir = PluginsDir::new();
+    acme(&dir);
+    dir.plugin("acme", "20-email-deny-list.wasm", guests::EMAIL_DENY_LIST);
+    let tenants = tenants(&dir).await;
+    let admin = Admin::new(
+        AdminKeys::parse(&hash_key(ADMIN_KEY)).unwrap(),
+        tenants.clone(),
+    );
+    let dispatcher = admin
+        .sinks()
+        .into_iter()
+        .fold(Dispatcher::new(), Dispatcher::with_sink);
+    let acme_tenant = tenants.tenant("acme").unwrap();
+    // The deny-list has no `domains` configured: it denies.
+    let denied = dispatcher.dispatch(&acme_tenant, sign_up("ok")).await;
+    assert!(denied.is_err());
+    let deny_list = r#"triggerfish_plugin_calls_total{tenant="acme",plugin="20-email-deny-list",outcome="denied"}"#;
+    let samples = parse_samples(&admin.metrics.encode());
+    assert_eq!(sample(&samples, deny_list), 1.0);
+
+    // The plugin goes, and with the next scrape its series.
+    std::fs::remove_file(dir.tenant_dir("acme").join("20-email-deny-list.wasm")).unwrap();
+    tenants.reload_all().await.unwrap();
+    let samples = parse_samples(&admin.metrics.encode());
+    assert!(
+        !samples.keys().any(|k| k.contains("20-email-deny-list")),
+        "{samples:#?}"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"triggerfish_plugin_calls_total{tenant="acme",plugin="10-hostile",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"triggerfish_reloads_total{tenant="acme",result="ok"}"#
+        ),
+        2.0
+    );
+
+    // A broken file: a failed reload, and a failing file.
+    dir.file("acme", "30-broken.wasm", b"not wasm");
+    tenants.reload_all().await.unwrap();
+    let samples = parse_samples(&admin.metrics.encode());
+    assert_eq!(
+        sample(
+            &samples,
+            r#"triggerfish_reloads_total{tenant="acme",result="failed"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&samples, r#"triggerfish_plugins_failing{tenant="acme"}"#),
+        1.0
+    );
+}

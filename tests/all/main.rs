@@ -18,6 +18,7 @@ mod observe;
 mod outbound;
 mod plugins;
 mod plugins_http;
+mod records;
 mod reload;
 mod routing;
 mod status_page;

@@ -23,7 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// The prefix of every metric's name.
@@ -110,9 +110,9 @@ pub struct Metrics {
     plugin_calls: Family<PluginCallLabels, Counter>,
     plugin_fuel: FuelFamily,
     quota_refusals: Family<QuotaLabels, Counter>,
-    /// The (tenant, plugin) pairs that have series, to drop those of
-    /// plugins that are no longer loaded.
-    plugins_seen: Mutex<HashSet<(String, String)>>,
+    /// The plugins (by tenant) that have series, to drop those of plugins
+    /// that are no longer loaded.
+    plugins_seen: Mutex<HashMap<String, HashSet<String>>>,
     tenants: Arc<Tenants>,
 }
 
@@ -201,23 +201,26 @@ impl Metrics {
                 .is_some_and(|t| t.plugins.iter().any(|p| p.name == plugin))
         };
         let mut seen = self.plugins_seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|(tenant, plugin)| {
-            if loaded(tenant, plugin) {
-                return true;
-            }
-            for outcome in CALL_OUTCOMES {
-                self.plugin_calls.remove(&PluginCallLabels {
+        for (tenant, plugins) in seen.iter_mut() {
+            plugins.retain(|plugin| {
+                if loaded(tenant, plugin) {
+                    return true;
+                }
+                for outcome in CALL_OUTCOMES {
+                    self.plugin_calls.remove(&PluginCallLabels {
+                        tenant: tenant.clone(),
+                        plugin: plugin.clone(),
+                        outcome,
+                    });
+                }
+                self.plugin_fuel.remove(&PluginLabels {
                     tenant: tenant.clone(),
                     plugin: plugin.clone(),
-                    outcome,
                 });
-            }
-            self.plugin_fuel.remove(&PluginLabels {
-                tenant: tenant.clone(),
-                plugin: plugin.clone(),
+                false
             });
-            false
-        });
+        }
+        seen.retain(|_, plugins| !plugins.is_empty());
     }
 }
 
@@ -250,12 +253,23 @@ impl Sink for Metrics {
         if outcome.tally.plugin_calls.is_empty() {
             return;
         }
-        let mut seen = self.plugins_seen.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut seen = self.plugins_seen.lock().unwrap_or_else(|e| e.into_inner());
+            for call in &outcome.tally.plugin_calls {
+                let name = &call.plugin.name;
+                match seen.get_mut(outcome.tenant) {
+                    Some(plugins) if plugins.contains(name) => {}
+                    Some(plugins) => {
+                        plugins.insert(name.clone());
+                    }
+                    None => {
+                        seen.insert(tenant.clone(), HashSet::from([name.clone()]));
+                    }
+                }
+            }
+        }
         for call in &outcome.tally.plugin_calls {
             let plugin = call.plugin.name.clone();
-            if !seen.contains(&(tenant.clone(), plugin.clone())) {
-                seen.insert((tenant.clone(), plugin.clone()));
-            }
             self.plugin_calls
                 .get_or_create(&PluginCallLabels {
                     tenant: tenant.clone(),

@@ -143,6 +143,14 @@ async fn metrics_count_known_events() {
         send(base, "no..name", &sign_up("ok")).await.0,
         StatusCode::NOT_FOUND
     );
+    let malformed = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants/acme/events"))
+        .bearer_auth(TENANT_KEY)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
 
     // Over the quota: one invocation runs (seen in the in-flight gauge),
     // the next is refused at once.
@@ -235,6 +243,19 @@ async fn metrics_count_known_events() {
         ),
         0.0
     );
+    // Requests refused before (or instead of) a chain, by kind.
+    let refused = |kind: &str| {
+        sample(
+            &after,
+            &format!(r#"triggerfish_http_refusals_total{{kind="{kind}"}}"#),
+        )
+    };
+    assert_eq!(refused("unknown-trigger"), 1.0);
+    assert_eq!(refused("forbidden"), 1.0);
+    assert_eq!(refused("unknown-tenant"), 1.0);
+    assert_eq!(refused("malformed-json"), 1.0);
+    assert_eq!(refused("too-many-requests"), 1.0);
+    assert!(!after.contains_key(r#"triggerfish_http_refusals_total{kind="unauthorized"}"#));
     // No series for a tenant that does not exist, or a name that cannot be one.
     assert!(
         !after

@@ -62,6 +62,11 @@ struct QuotaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
     tenant: String,
 }
@@ -110,6 +115,7 @@ pub struct Metrics {
     plugin_calls: Family<PluginCallLabels, Counter>,
     plugin_fuel: FuelFamily,
     quota_refusals: Family<QuotaLabels, Counter>,
+    http_refusals: Family<KindLabels, Counter>,
     /// The plugins (by tenant) that have series, to drop those of plugins
     /// that are no longer loaded.
     plugins_seen: Mutex<HashMap<String, HashSet<String>>>,
@@ -150,6 +156,12 @@ impl Metrics {
             "Events refused at once because the tenant was at a quota (429)",
             quota_refusals.clone(),
         );
+        let http_refusals = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "http_refusals",
+            "HTTP requests refused by kind (the `error.kind` of the answer: `unauthorized`, `malformed-json`, `too-many-requests`, ...); no tenant label, as the tenant may not exist",
+            http_refusals.clone(),
+        );
         registry.register_collector(Box::new(Gauges {
             tenants: tenants.clone(),
         }));
@@ -160,6 +172,7 @@ impl Metrics {
             plugin_calls,
             plugin_fuel,
             quota_refusals,
+            http_refusals,
             plugins_seen: Mutex::default(),
             tenants,
         }
@@ -176,6 +189,12 @@ impl Metrics {
     /// figures that are cheaper to read than to keep in step).
     pub fn register_collector(&self, collector: Box<dyn Collector>) {
         self.registry().register_collector(collector);
+    }
+
+    /// Counts a refused HTTP request by its error kind (a fixed name from
+    /// the API, never text from the request).
+    pub fn count_refusal(&self, kind: &'static str) {
+        self.http_refusals.get_or_create(&KindLabels { kind }).inc();
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

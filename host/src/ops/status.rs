@@ -54,6 +54,8 @@ pub fn render(tenants: &Tenants, recent: &Recent, now: SystemTime) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
          <title>Triggerfish status</title><style>{STYLE}</style></head><body>\
+         <form method=\"post\" action=\"/status/logout\" style=\"float:right\">\
+         <button type=\"submit\">Log out</button></form>\
          <h1>Triggerfish status</h1>\
          <p class=\"muted\">{} &middot; {} tenants &middot; instance slots {} in use, {} waiting, of {} \
          &middot; figures over the last {} minutes &middot; reloads every {REFRESH_SECONDS} s</p>",

@@ -47,6 +47,21 @@ fn admin(api: &Api) -> Result<&Arc<Admin>, RequestError> {
     })
 }
 
+/// Counts every request the API refused (a [`RequestError`], by its kind)
+/// in the metrics: refusals before any event ran, such as bad JSON or a
+/// wrong key, which the dispatcher never sees.
+pub(super) fn count_refusals(router: axum::Router, admin: Arc<Admin>) -> axum::Router {
+    router.layer(axum::middleware::map_response(move |response: Response| {
+        let admin = admin.clone();
+        async move {
+            if let Some(kind) = response.extensions().get::<RequestErrorKind>() {
+                admin.metrics.count_refusal(kind.as_str());
+            }
+            response
+        }
+    }))
+}
+
 /// `GET /metrics`: needs `Authorization: Bearer <operator key>`.
 pub(super) async fn metrics(
     State(api): State<Api>,

@@ -51,7 +51,8 @@ pub struct Api {
 
 /// The API's routes.
 pub fn router(api: Api) -> Router {
-    Router::new()
+    let admin = api.admin.clone();
+    let router = Router::new()
         .route("/healthz", get(events::healthz))
         .route("/v1/tenants/{tenant}/events", post(events::event))
         .route("/v1/tenants/{tenant}/plugins", get(events::plugins))
@@ -64,7 +65,11 @@ pub fn router(api: Api) -> Router {
         .route("/status/login", post(admin::login))
         .route("/status/logout", post(admin::logout))
         .fallback(not_found)
-        .with_state(api)
+        .with_state(api);
+    match admin {
+        Some(admin) => admin::count_refusals(router, admin),
+        None => router,
+    }
 }
 
 /// The HTTP API on a listener, as a source `serve` starts and stops.
@@ -191,6 +196,8 @@ impl IntoResponse for RequestError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For the metrics of refused requests.
+        response.extensions_mut().insert(self.kind);
         response
     }
 }

@@ -36,6 +36,8 @@ pub struct Tenants {
     /// Loads of each tenant by result, for the metrics; a removed
     /// tenant's are dropped with it.
     reloads: Mutex<BTreeMap<String, ReloadCounts>>,
+    /// One deploy at a time per tenant (see `deploy.rs`).
+    deploying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How a tenant's loads (the first included) ended.
@@ -78,6 +80,7 @@ impl Tenants {
             reloading: Mutex::default(),
             ready: AtomicBool::new(false),
             reloads: Mutex::default(),
+            deploying: Mutex::default(),
         }
     }
 
@@ -192,8 +195,17 @@ impl Tenants {
         self.reloads_lock().clone()
     }
 
-    /// Every tenant as loaded now, by name (a snapshot: later reloads do
-    /// not change it).
+    /// The loader every tenant's plugins go through.
+    pub fn loader(&self) -> &PluginLoader {
+        &self.loader
+    }
+
+    /// What the operator allows each tenant.
+    pub fn operator(&self) -> &OperatorConfig {
+        &self.operator
+    }
+
+    /// Every loaded tenant, as of now.
     pub fn all(&self) -> Arc<BTreeMap<String, Arc<Tenant>>> {
         self.tenants.load_full()
     }
@@ -201,6 +213,17 @@ impl Tenants {
     /// The engine the tenants' plugins run on.
     pub fn runtime(&self) -> &Arc<crate::engine::Runtime> {
         self.loader.runtime()
+    }
+
+    /// Waits for the tenant's turn to deploy: deploys to one tenant run
+    /// one at a time (each holds this until its reload is done).
+    pub(crate) async fn deploy_turn(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut deploying = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
+            deploying.retain(|_, lock| Arc::strong_count(lock) > 1);
+            deploying.entry(name.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {

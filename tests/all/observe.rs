@@ -552,3 +552,36 @@ async fn series_of_a_removed_plugin_are_dropped_and_reloads_counted() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_key_deploys_to_any_tenant() {
+    let dir = PluginsDir::new();
+    let keys = acme(&dir);
+    let host = tokio::task::spawn_blocking({
+        let path = dir.path().to_owned();
+        move || ServeProcess::start(&path, &["--admin-keys", keys.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    let wasm = std::fs::read(guests::EMAIL_DENY_LIST).unwrap();
+    let put = |key: &'static str| {
+        let url = format!("{}/v1/tenants/acme/plugins/20-deny.wasm", host.base);
+        let wasm = wasm.clone();
+        async move {
+            reqwest::Client::new()
+                .put(url)
+                .bearer_auth(key)
+                .body(wasm)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // acme lists no deploy keys: its own event key may not deploy...
+    assert_eq!(put(TENANT_KEY).await, 403, "{}", host.last_log());
+    // ...and an operator key may, to any tenant.
+    assert_eq!(put(ADMIN_KEY).await, 201, "{}", host.last_log());
+    assert!(dir.tenant_dir("acme").join("20-deny.wasm").exists());
+}

@@ -59,6 +59,7 @@ async fn host_on(tenants: Arc<Tenants>) -> Host {
         tenants: tenants.clone(),
         dispatcher: dispatcher.clone(),
         streams: Some(streams.clone()),
+        admin: None,
     };
     let http_stop = stop.clone();
     tokio::spawn(async move {

@@ -9,7 +9,7 @@ attribute.
 It gives the same answers and writes the same log lines as the Rust
 `dynamodb-stream-logger`: `unmarshall` follows the Rust SDK's rules, and
 `to_json` prints JSON as serde_json does (no spaces, keys in their order,
-non-ASCII as is, floats in the shortest form that reads back).
+non-ASCII as is, floats laid out as Rust lays them out).
 """
 
 import json
@@ -174,9 +174,9 @@ def to_json(value) -> str:
 
 
 def _float(f: float) -> str:
-    """A finite float as Rust's ryu prints it (serde_json's format): the
-    shortest digits that read back, laid out as `1.5`, `100.0`, `0.00001`,
-    `1e16`, `1.5e-7` (Python's repr has the same digits, another layout)."""
+    """A finite float as serde_json prints it: the shortest digits that
+    read back, laid out as `1.5`, `100.0`, `0.00001`, `1e+16`, `1.5e-7`
+    (Python's repr has the same digits in another layout: `1e-05`)."""
     if f == 0:
         return "-0.0" if str(f)[0] == "-" else "0.0"
     sign = "-" if f < 0 else ""
@@ -195,6 +195,7 @@ def _float(f: float) -> str:
         return sign + digits[:point] + "." + digits[point:]
     if -5 < point <= 0:
         return sign + "0." + "0" * -point + digits
+    exponent = f"e{point - 1}" if point <= 0 else f"e+{point - 1}"
     if length == 1:
-        return f"{sign}{digits}e{point - 1}"
-    return f"{sign}{digits[0]}.{digits[1:]}e{point - 1}"
+        return f"{sign}{digits}{exponent}"
+    return f"{sign}{digits[0]}.{digits[1:]}{exponent}"

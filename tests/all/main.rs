@@ -17,6 +17,7 @@ mod lambda;
 mod outbound;
 mod plugins;
 mod plugins_http;
+mod python;
 mod records;
 mod reload;
 mod routing;

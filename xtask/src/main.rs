@@ -229,14 +229,18 @@ fn install(args: &[String]) -> Result<(), String> {
     if !file.ends_with(".wasm") || file.contains(['/', '\\']) {
         return Err(format!("`{file}` must be a file name ending in .wasm"));
     }
-    let python = xtask::py::py_plugins().into_iter().find(|p| p.name == *name);
+    let python = xtask::py::py_plugins()
+        .into_iter()
+        .find(|p| p.name == *name);
     let wasm = match python {
         Some(plugin) => xtask::py::build(&plugin).map_err(|e| e.to_string())?,
-        None => build_guests()?
-            .into_iter()
-            .find(|g| g.package == *name)
-            .ok_or_else(|| format!("no plugin `{name}` under plugins/"))?
-            .wasm,
+        None => {
+            build_guests()?
+                .into_iter()
+                .find(|g| g.package == *name)
+                .ok_or_else(|| format!("no plugin `{name}` under plugins/"))?
+                .wasm
+        }
     };
     let dir = workspace_root().join("target").join("demo").join(&tenant);
     if !config.is_empty() {

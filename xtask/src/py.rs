@@ -202,6 +202,29 @@ pub fn build(plugin: &PyPlugin) -> Result<PathBuf, PyError> {
     Ok(wasm)
 }
 
+/// Writes componentize-py's Python bindings of `world` into `out`: stubs
+/// of the contract's types and imports, for editors, type checkers and
+/// tests run outside a component (their imports raise
+/// `NotImplementedError`).
+pub fn write_bindings(world: &str, out: &Path) -> Result<(), PyError> {
+    let python = python()?;
+    let tools = install_tools(&python)?;
+    let result = componentize_py(&python, &tools)
+        .arg("--wit-path")
+        .arg(workspace_root().join("wit"))
+        .args(["--world", world, "--quiet", "bindings"])
+        .arg(out)
+        .output()
+        .map_err(|e| PyError::Failed(format!("cannot run {python}: {e}")))?;
+    if !result.status.success() {
+        return Err(PyError::Failed(format!(
+            "componentize-py bindings: {}",
+            String::from_utf8_lossy(&result.stderr)
+        )));
+    }
+    Ok(())
+}
+
 /// The Python interpreter: `$PYTHON`, else `python3`.
 fn python() -> Result<String, PyError> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
@@ -231,7 +254,10 @@ fn componentize_py(python: &str, tools: &Path) -> Command {
         // componentize-py adds a virtual environment's site-packages to
         // the plugin's path when one is active: the plugin gets only its
         // own folder.
-        .env_remove("VIRTUAL_ENV");
+        .env_remove("VIRTUAL_ENV")
+        // Its errors are for the plugin's author, not a Rust backtrace.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     command
 }
 
@@ -253,7 +279,13 @@ fn install_tools(python: &str) -> Result<PathBuf, PyError> {
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(|e| PyError::Failed(e.to_string()))?;
     let out = Command::new(python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(["--no-deps", "--only-binary", ":all:", "--require-hashes"])
         .arg("--target")
         .arg(&partial)
@@ -302,8 +334,8 @@ mod tests {
             "triggerfish:records/dynamodb-stream-plugin@0.1.0"
         );
         assert!(logger.dir.join("app.py").is_file());
-        let pinned = std::fs::read_to_string(workspace_root().join("xtask/componentize-py.txt"))
-            .unwrap();
+        let pinned =
+            std::fs::read_to_string(workspace_root().join("xtask/componentize-py.txt")).unwrap();
         assert!(
             pinned.contains(&format!("componentize-py=={COMPONENTIZE_PY} ")),
             "{pinned}"

@@ -691,12 +691,18 @@ module = "app"
 fn py_readme(name: &str, trigger: &TriggerTemplate) -> String {
     let key = config_key(trigger);
     let what = match trigger.shape {
-        Shape::Sync => "refuses events for the identity IDs listed in `blocked-identities` and \
-                        lets every\nother event through unchanged",
-        Shape::Records(_) => "reports failed the records whose payload holds a text listed in\n\
-                              `poison` and logs the others",
-        _ => "refuses events for the user names listed in `blocked-users` and lets every\n\
-              other event through unchanged",
+        Shape::Sync => {
+            "refuses events for the identity IDs listed in `blocked-identities` and \
+                        lets every\nother event through unchanged"
+        }
+        Shape::Records(_) => {
+            "reports failed the records whose payload holds a text listed in\n\
+                              `poison` and logs the others"
+        }
+        _ => {
+            "refuses events for the user names listed in `blocked-users` and lets every\n\
+              other event through unchanged"
+        }
     };
     format!(
         r#"# {name}
@@ -851,7 +857,11 @@ pub fn exclude_from_workspace(manifest: &str, path: &str) -> String {
         }
         return format!("{}{entry}, {}", &manifest[..at], &manifest[at..]);
     }
-    manifest.replacen("[workspace]\n", &format!("[workspace]\nexclude = [{entry}]\n"), 1)
+    manifest.replacen(
+        "[workspace]\n",
+        &format!("[workspace]\nexclude = [{entry}]\n"),
+        1,
+    )
 }
 
 #[cfg(test)]

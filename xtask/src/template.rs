@@ -808,21 +808,23 @@ class {class}(exports.{class}):
                 "sqs" => "record.body",
                 _ => "record.s3.object.key",
             };
+            let indent = " ".repeat(16);
             let (setup, failure, done) = match batch.id {
                 Some(id) => (
                     "        failed = []\n",
                     format!(
-                        "            # Reported failed: retried, then sent to the failure destination.\n\
-                         \x20           failed.append({id})\n\
-                         \x20           continue\n"
+                        "{indent}# Reported failed: retried, then sent to the failure destination.\n\
+                         {indent}failed.append({id})\n\
+                         {indent}continue\n"
                     ),
                     "failed",
                 ),
                 None => (
                     "",
-                    "            # An S3 event fails whole, and is retried.\n\
-                     \x20           raise Err(f\"{payload} is poison\")\n"
-                        .to_owned(),
+                    format!(
+                        "{indent}# An S3 event fails whole, and is retried.\n\
+                         {indent}raise Err(f\"{{payload}} is poison\")\n"
+                    ),
                     "None",
                 ),
             };

@@ -782,12 +782,16 @@ class {class}(exports.{class}):
         if user in blocked:
             raise Err(f"{{user}} is blocked")
         info(f"{{context.trigger_source}} for {{user}}{email}")
-        # TODO: the plugin's own logic. In Rust, for instance: {hint}
+        # TODO: the plugin's own logic. {todo}
         return {ret}
 "#,
                 response = if respond { ", response" } else { "" },
                 ret = if respond { "response" } else { "None" },
-                hint = trigger.hint,
+                todo = if respond {
+                    "Change `response` (the fields of the\n        # trigger's `response` record in wit/, in snake_case) and return it."
+                } else {
+                    "Returning lets the flow go on."
+                },
             )
         }
         Shape::Sync => format!(
@@ -835,10 +839,16 @@ class {class}(exports.{class}):
             payload = {payload}
             if any(p in payload for p in poison):
 {failure}            info(f"{{len(payload.encode())}} bytes: {{payload}}")
-            # TODO: the plugin's own logic. In Rust, for instance: {hint}
+            # TODO: the plugin's own logic. {hint}
         return {done}
 "#,
-                hint = trigger.hint,
+                hint = match trigger.name {
+                    "dynamodb-stream" => {
+                        "json.loads(record.dynamodb.keys) reads the keys\n            \
+                         # (DynamoDB JSON); plugins/dynamodb-stream-logger-py has an unmarshall."
+                    }
+                    _ => trigger.hint,
+                },
             )
         }
     };
@@ -854,10 +864,17 @@ pub fn exclude_from_workspace(manifest: &str, path: &str) -> String {
     if let Some(start) = manifest.find("\nexclude = [") {
         let at = start + "\nexclude = [".len();
         let end = manifest[at..].find(']').map_or(manifest.len(), |i| at + i);
-        if manifest[at..end].contains(&entry) {
+        let inside = manifest[at..end].trim_end();
+        if inside.contains(&entry) {
             return manifest.to_owned();
         }
-        return format!("{}{entry}, {}", &manifest[..at], &manifest[at..]);
+        let separator = if inside.trim().is_empty() || inside.ends_with(',') {
+            ""
+        } else {
+            ", "
+        };
+        let at = at + inside.len();
+        return format!("{}{separator}{entry}{}", &manifest[..at], &manifest[at..]);
     }
     manifest.replacen(
         "[workspace]\n",
@@ -886,6 +903,41 @@ mod tests {
         assert_eq!(trigger("sync-trigger").unwrap().name, "sync");
         assert!(trigger("pre-signup").is_none());
         assert_eq!(TRIGGERS.len(), 18);
+    }
+
+    #[test]
+    fn python_plugins_leave_the_workspace() {
+        let manifest = "[workspace]\nmembers = [\"plugins/*\"]\nexclude = [\"plugins/README.md\"]\n";
+        let out = exclude_from_workspace(manifest, "plugins/x");
+        assert_eq!(
+            out,
+            "[workspace]\nmembers = [\"plugins/*\"]\nexclude = [\"plugins/README.md\", \"plugins/x\"]\n"
+        );
+        assert_eq!(exclude_from_workspace(&out, "plugins/x"), out);
+        assert_eq!(
+            exclude_from_workspace("[workspace]\nexclude = []\n", "plugins/x"),
+            "[workspace]\nexclude = [\"plugins/x\"]\n"
+        );
+        assert_eq!(
+            exclude_from_workspace("[workspace]\nresolver = \"2\"\n", "plugins/x"),
+            "[workspace]\nexclude = [\"plugins/x\"]\nresolver = \"2\"\n"
+        );
+    }
+
+    #[test]
+    fn python_names_and_worlds() {
+        let of = |name| trigger(name).unwrap();
+        assert_eq!(python_class(of("pre-token-generation-v2")), "PreTokenGenerationV2");
+        assert_eq!(python_class(of("sync")), "SyncTrigger");
+        assert_eq!(python_class(of("dynamodb-stream")), "DynamodbStream");
+        assert_eq!(world(of("sync")), "triggerfish:sync/sync-plugin@0.1.0");
+        assert_eq!(world(of("sqs")), "triggerfish:records/sqs-plugin@0.1.0");
+        assert_eq!(
+            world(of("custom-message")),
+            "triggerfish:user-pool/custom-message-plugin@0.1.0"
+        );
+        assert_eq!(Lang::parse("Python"), Ok(Lang::Python));
+        assert!(Lang::parse("cobol").is_err());
     }
 
     #[test]

@@ -27,6 +27,9 @@ use crate::{guest_target_dir, workspace_root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Held by every build and install in this process.
+static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The componentize-py release the plugins are built with (also in
 /// `xtask/componentize-py.txt`, with its hashes).
 pub const COMPONENTIZE_PY: &str = "0.25.1";
@@ -156,6 +159,10 @@ pub fn build_py_plugin(name: &str) -> Result<PathBuf, PyError> {
 /// Builds a Python plugin (from any folder) against the repository's
 /// `wit/` and returns its `.wasm` in [`py_output_dir`].
 pub fn build(plugin: &PyPlugin) -> Result<PathBuf, PyError> {
+    // One build at a time in a process (the tests build from several
+    // threads): the install and the output files are shared, and a build
+    // uses every core anyway.
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let root = workspace_root();
     let out_dir = py_output_dir();
     let wasm = py_wasm(plugin);
@@ -207,6 +214,7 @@ pub fn build(plugin: &PyPlugin) -> Result<PathBuf, PyError> {
 /// tests run outside a component (their imports raise
 /// `NotImplementedError`).
 pub fn write_bindings(world: &str, out: &Path) -> Result<(), PyError> {
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let python = python()?;
     let tools = install_tools(&python)?;
     let result = componentize_py(&python, &tools)
@@ -274,8 +282,11 @@ fn install_tools(python: &str) -> Result<PathBuf, PyError> {
         return Ok(tools);
     }
     // Into a folder of its own, then renamed: an interrupted install is
-    // never taken for a finished one.
-    let partial = parent.join(format!(".componentize-py-{COMPONENTIZE_PY}.partial"));
+    // never taken for a finished one, nor another process's for ours.
+    let partial = parent.join(format!(
+        ".componentize-py-{COMPONENTIZE_PY}.partial-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(|e| PyError::Failed(e.to_string()))?;
     let out = Command::new(python)
@@ -303,7 +314,16 @@ fn install_tools(python: &str) -> Result<PathBuf, PyError> {
     std::fs::write(partial.join(".installed-requirements.txt"), &wanted)
         .map_err(|e| PyError::Failed(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&tools);
-    std::fs::rename(&partial, &tools).map_err(|e| PyError::Failed(e.to_string()))?;
+    if let Err(e) = std::fs::rename(&partial, &tools) {
+        let _ = std::fs::remove_dir_all(&partial);
+        // Another process may have finished the same install first.
+        if std::fs::read(&installed).ok().as_ref() != Some(&wanted) {
+            return Err(PyError::Failed(format!(
+                "cannot move the install into {}: {e}",
+                tools.display()
+            )));
+        }
+    }
     Ok(tools)
 }
 

@@ -907,7 +907,8 @@ mod tests {
 
     #[test]
     fn python_plugins_leave_the_workspace() {
-        let manifest = "[workspace]\nmembers = [\"plugins/*\"]\nexclude = [\"plugins/README.md\"]\n";
+        let manifest =
+            "[workspace]\nmembers = [\"plugins/*\"]\nexclude = [\"plugins/README.md\"]\n";
         let out = exclude_from_workspace(manifest, "plugins/x");
         assert_eq!(
             out,
@@ -927,7 +928,10 @@ mod tests {
     #[test]
     fn python_names_and_worlds() {
         let of = |name| trigger(name).unwrap();
-        assert_eq!(python_class(of("pre-token-generation-v2")), "PreTokenGenerationV2");
+        assert_eq!(
+            python_class(of("pre-token-generation-v2")),
+            "PreTokenGenerationV2"
+        );
         assert_eq!(python_class(of("sync")), "SyncTrigger");
         assert_eq!(python_class(of("dynamodb-stream")), "DynamodbStream");
         assert_eq!(world(of("sync")), "triggerfish:sync/sync-plugin@0.1.0");

@@ -10,6 +10,7 @@
 //! plugins are kept by [`tenant`] and [`plugin`].
 
 pub mod auth;
+pub mod client;
 pub mod dispatch;
 pub mod encoding;
 pub mod engine;

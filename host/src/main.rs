@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,6 +80,40 @@ enum Command {
         /// The component to check.
         #[arg(value_name = "FILE.wasm")]
         file: PathBuf,
+    },
+    /// Deploy a plugin (or a tenant.toml) to a running host over HTTP.
+    ///
+    /// The host checks the plugin as `check` does before it replaces
+    /// anything, and answers once the new version serves. The key must be
+    /// listed in the tenant's `[auth] deploy-keys`. Exits 1 when the host
+    /// refuses the deploy (its reason on stderr), 2 when it cannot be
+    /// reached.
+    #[command(group = clap::ArgGroup::new("what").required(true).multiple(true))]
+    Deploy {
+        /// The plugin to install or replace.
+        #[arg(value_name = "FILE.wasm", group = "what")]
+        file: Option<PathBuf>,
+        /// The plugin's name in the tenant (its file name there, without
+        /// `.wasm`; it sets its place in the chain) [default: FILE's name].
+        #[arg(long, requires = "file")]
+        name: Option<String>,
+        /// A tenant.toml to replace the tenant's with (sent before the plugin).
+        #[arg(long, value_name = "FILE", group = "what")]
+        config: Option<PathBuf>,
+        /// Remove the tenant's plugin of this name instead.
+        #[arg(long, value_name = "NAME", group = "what", conflicts_with_all = ["file", "config"])]
+        delete: Option<String>,
+        /// The tenant to deploy to.
+        #[arg(long)]
+        tenant: String,
+        /// The host: http://HOST:PORT.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// A key of the tenant with the deploy right; read from the
+        /// environment variable TRIGGERFISH_DEPLOY_KEY when left out (which
+        /// keeps it out of the process list).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Print the hash of an API key, for `[auth] keys` in tenant.toml.
     HashKey {
@@ -376,6 +411,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Command::Deploy {
+            file,
+            name,
+            config,
+            delete,
+            tenant,
+            url,
+            key,
+        } => deploy(file, name, config, delete, &tenant, &url, key).await,
         Command::HashKey { key } => {
             let key = match key {
                 Some(key) => key,
@@ -387,6 +431,94 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::CompileWorker { .. } => unreachable!("handled before the async runtime starts"),
     }
+}
+
+/// `triggerfish deploy`: each step's outcome on stdout, a refusal on
+/// stderr with exit code 1.
+async fn deploy(
+    file: Option<PathBuf>,
+    name: Option<String>,
+    config: Option<PathBuf>,
+    delete: Option<String>,
+    tenant: &str,
+    url: &str,
+    key: Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use triggerfish::client::DeployClient;
+    let key = match key.or_else(|| std::env::var("TRIGGERFISH_DEPLOY_KEY").ok()) {
+        Some(key) if !key.trim().is_empty() => key.trim().to_owned(),
+        _ => anyhow::bail!("no key: pass --key or set TRIGGERFISH_DEPLOY_KEY"),
+    };
+    let client = DeployClient::new(url, tenant, &key)?;
+    let refused = |what: &str, answer: &triggerfish::client::Answer| {
+        eprintln!("error: the host refused {what}: {}", answer.error());
+        Ok(std::process::ExitCode::from(1))
+    };
+    if let Some(name) = delete {
+        let answer = client.delete_plugin(&name).await?;
+        if !answer.is_success() {
+            return refused(&format!("to delete {name}"), &answer);
+        }
+        println!("deleted {name} from {tenant}");
+    }
+    let warn_failures = |body: &Value| {
+        for error in body["errors"].as_array().into_iter().flatten() {
+            eprintln!(
+                "warning: {} of {tenant} does not load: {}",
+                error["plugin"].as_str().unwrap_or_default(),
+                error["error"].as_str().unwrap_or_default()
+            );
+        }
+    };
+    if let Some(path) = config {
+        let toml =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let answer = client.put_config(toml).await?;
+        if !answer.is_success() {
+            return refused(&format!("{}", path.display()), &answer);
+        }
+        println!("{}: live as the tenant.toml of {tenant}", path.display());
+        warn_failures(&answer.body);
+    }
+    if let Some(path) = file {
+        let name = match name {
+            Some(name) => name,
+            None => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!("{} has no usable file name: pass --name", path.display())
+                })?,
+        };
+        let wasm =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let answer = client.put_plugin(&name, wasm).await?;
+        if !answer.is_success() {
+            return refused(&format!("{}", path.display()), &answer);
+        }
+        let body = &answer.body;
+        let triggers: Vec<&str> = body["triggers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{}: live as {} in {tenant} ({}, sha256 {}); triggers: {}",
+            path.display(),
+            body["plugin"].as_str().unwrap_or(&name),
+            if body["replaced"] == true {
+                "replaced"
+            } else {
+                "new"
+            },
+            body["hash"].as_str().unwrap_or_default(),
+            triggers.join(", ")
+        );
+        warn_failures(body);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -32,7 +32,8 @@ const USAGE: &str =
     "usage: cargo xtask build-plugins | build-js | build-py | demo [--listen ADDR] | demo-plugins
        | bench [--seconds N] [--out FILE]
        | new <name> --trigger <trigger> [--lang rust|python]
-       | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...";
+       | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...
+                        [--url URL [--key KEY]]";
 
 /// The demo tenant's chain: (file name in the tenant folder, package).
 const DEMO_CHAIN: &[(&str, &str)] = &[
@@ -213,10 +214,13 @@ fn install(args: &[String]) -> Result<(), String> {
     };
     let (mut tenant, mut file) = ("demo".to_owned(), format!("30-{name}.wasm"));
     let mut config = Vec::new();
+    let (mut url, mut key) = (None, None);
     while let [flag, value, tail @ ..] = rest {
         match flag.as_str() {
             "--tenant" => tenant = value.clone(),
             "--as" => file = value.clone(),
+            "--url" => url = Some(value.clone()),
+            "--key" => key = Some(value.clone()),
             "--config" if value.contains('=') => config.push(value.clone()),
             "--config" => return Err(format!("--config takes `KEY = VALUE`, not `{value}`")),
             _ => return Err(USAGE.to_owned()),
@@ -229,6 +233,17 @@ fn install(args: &[String]) -> Result<(), String> {
     if !file.ends_with(".wasm") || file.contains(['/', '\\']) {
         return Err(format!("`{file}` must be a file name ending in .wasm"));
     }
+    if url.is_some() && !config.is_empty() {
+        return Err(
+            "--config edits the local tenant.toml; against a host at --url, \
+             deploy a whole tenant.toml with `triggerfish deploy --config FILE`"
+                .to_owned(),
+        );
+    }
+    if key.is_some() && url.is_none() {
+        return Err("--key is for deploying to a host at --url".to_owned());
+    }
+    // A Python plugin (plugins/<name>/pyproject.toml) or a crate.
     let python = xtask::py::py_plugins()
         .into_iter()
         .find(|p| p.name == *name);
@@ -242,6 +257,9 @@ fn install(args: &[String]) -> Result<(), String> {
                 .wasm
         }
     };
+    if let Some(url) = url {
+        return deploy_over_http(&wasm, &tenant, &file, &url, key.as_deref());
+    }
     let dir = workspace_root().join("target").join("demo").join(&tenant);
     if !config.is_empty() {
         let path = dir.join("tenant.toml");
@@ -255,6 +273,37 @@ fn install(args: &[String]) -> Result<(), String> {
     let installed = install_plugin(&wasm, &dir, &file)?;
     println!("installed {}", installed.display());
     Ok(())
+}
+
+/// Deploys a built plugin to a running host with `triggerfish deploy`
+/// (the key from `key`, else from TRIGGERFISH_DEPLOY_KEY).
+fn deploy_over_http(
+    wasm: &Path,
+    tenant: &str,
+    file: &str,
+    url: &str,
+    key: Option<&str>,
+) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["run", "--quiet", "-p", "triggerfish", "--", "deploy"])
+        .arg(wasm)
+        .args(["--tenant", tenant, "--url", url, "--name"])
+        .arg(file.trim_end_matches(".wasm"));
+    if let Some(key) = key {
+        // Through the environment, not the command line, so that it stays
+        // out of the process list.
+        command.env("TRIGGERFISH_DEPLOY_KEY", key);
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "the deploy failed (see above)".to_owned())
 }
 
 /// The demo tenant's folder.

@@ -4,7 +4,7 @@
 
 use super::error::ErrorKind;
 use crate::engine::outbound::Outbound;
-use crate::engine::state::{CallState, LogBudget, PluginConfig};
+use crate::engine::state::{CallState, LogBudget, LogTail, PluginConfig};
 use crate::engine::EPOCH_TICK;
 use crate::limits::Limits;
 use crate::plugin::{Handler, Plugin};
@@ -22,6 +22,8 @@ pub(crate) struct Call<'a> {
     pub(crate) config: Arc<PluginConfig>,
     pub(crate) outbound: Arc<Outbound>,
     pub(crate) log_budget: Arc<LogBudget>,
+    /// Where the invocation's log lines are kept for its caller, if asked.
+    pub(crate) log_tail: Option<Arc<LogTail>>,
     pub(crate) deadline: Instant,
     /// The whole chain's budget, to tell a starved call from a runaway one.
     pub(crate) budget: std::time::Duration,
@@ -84,12 +86,15 @@ impl Call<'_> {
         let Ok(_slot) = tokio::time::timeout_at(self.deadline, slot).await else {
             return (Err(self.timeout_waiting()), 0);
         };
-        let state = CallState::new(
+        let mut state = CallState::new(
             self.limits,
             self.config.clone(),
             self.outbound.clone(),
             self.log_budget.clone(),
         );
+        if let Some(tail) = &self.log_tail {
+            state.capture_logs(tail.clone(), &self.plugin.name);
+        }
         let mut store = match self.plugin.compiled.new_store(state, self.limits.fuel) {
             Ok(store) => store,
             Err(e) => return (Err(CallFailure::new(ErrorKind::Trap, e.to_string())), 0),

@@ -6,7 +6,7 @@
 
 use super::call::Call;
 use super::error::{ChainError, ErrorKind, InvokeError};
-use crate::engine::state::LogBudget;
+use crate::engine::state::{LogBudget, LogTail};
 use crate::families::Args;
 use crate::plugin::Plugin;
 use crate::tenant::Tenant;
@@ -24,6 +24,10 @@ pub struct Tally {
     pub fuel: u64,
     /// Attempts made.
     pub attempts: u32,
+    /// The invocation's plugin log lines, when its caller asked for them
+    /// (see [`super::Dispatcher::dispatch_with_log_tail`]); this
+    /// invocation's own, never shared with another.
+    pub log_tail: Option<Arc<LogTail>>,
 }
 
 /// Runs `event` through the tenant's plugins serving `trigger`. A tenant
@@ -117,6 +121,7 @@ async fn run_attempt(
             config: settings.config.clone(),
             outbound: settings.outbound.clone(),
             log_budget: log_budget.clone(),
+            log_tail: tally.log_tail.clone(),
             deadline,
             budget: tenant.limits.timeout,
         };
@@ -133,6 +138,18 @@ async fn run_attempt(
         let called = call.run(&args.values).await;
         tally.calls += 1;
         tally.fuel += called.fuel;
+        // How the call failed ends the caller's tail, as Lambda's runtime
+        // writes a function's error into its log.
+        if let (Some(tail), Err(failure)) = (&tally.log_tail, &called.result) {
+            tail.push(
+                "ERROR",
+                &plugin.name,
+                &format!("{}: {}", failure.kind.as_str(), failure.message),
+            );
+        }
+        if let (Some(tail), Ok(Err(denial))) = (&tally.log_tail, &called.result) {
+            tail.push("ERROR", &plugin.name, &format!("denied: {denial}"));
+        }
         match called.result {
             Ok(Ok(ok)) => args
                 .fold(ok)

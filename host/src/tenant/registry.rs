@@ -33,6 +33,8 @@ pub struct Tenants {
     reloading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether the first load of every tenant has finished.
     ready: AtomicBool,
+    /// One deploy at a time per tenant (see `deploy.rs`).
+    deploying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Tenants {
@@ -65,6 +67,7 @@ impl Tenants {
             tenants: ArcSwap::default(),
             reloading: Mutex::default(),
             ready: AtomicBool::new(false),
+            deploying: Mutex::default(),
         }
     }
 
@@ -158,6 +161,32 @@ impl Tenants {
             tenants.insert(name.clone(), tenant.clone());
             tenants
         });
+    }
+
+    /// The loader every tenant's plugins go through.
+    pub fn loader(&self) -> &PluginLoader {
+        &self.loader
+    }
+
+    /// What the operator allows each tenant.
+    pub fn operator(&self) -> &OperatorConfig {
+        &self.operator
+    }
+
+    /// Every loaded tenant, as of now.
+    pub fn all(&self) -> Arc<BTreeMap<String, Arc<Tenant>>> {
+        self.tenants.load_full()
+    }
+
+    /// Waits for the tenant's turn to deploy: deploys to one tenant run
+    /// one at a time (each holds this until its reload is done).
+    pub(crate) async fn deploy_turn(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut deploying = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
+            deploying.retain(|_, lock| Arc::strong_count(lock) > 1);
+            deploying.entry(name.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {

@@ -138,9 +138,12 @@ def _number(text: str):
     """An int when the text is an i64 or u64, else a finite float; None
     when it is no number."""
     if _INTEGER.match(text):
-        n = int(text)
-        if _I64_MIN <= n <= _U64_MAX:
-            return n
+        # Past 20 digits no i64 or u64; and int() refuses over 4300 digits.
+        digits = text.lstrip("+-").lstrip("0") or "0"
+        if len(digits) <= 20:
+            n = int(digits) if text[0] != "-" else -int(digits)
+            if _I64_MIN <= n <= _U64_MAX:
+                return n
     if _FLOAT.match(text):
         f = float(text)
         if f not in (float("inf"), float("-inf")):

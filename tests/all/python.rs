@@ -116,7 +116,8 @@ async fn the_dynamodb_logger_in_python_answers_and_logs_as_the_rust_one() {
         "n13": {"N": "1e-400"},
         "n14": {"N": "0.1"}, "n15": {"N": "100"}, "n16": {"N": "1e2"}, "n17": {"N": "5e-324"},
         "n18": {"N": "1.7976931348623157e308"}, "n19": {"N": "12345678.9"}, "n20": {"N": "-1.25E+3"},
-        "zz": {"S": ""}
+        "zz": {"S": ""}, "long": {"N": format!("-{}7", "0".repeat(5000))},
+        "long-float": {"N": format!("0.{}1", "0".repeat(5000))}
     });
     let bad = |attribute: Value| dynamodb_batch("bad", json!({"Id": {"N": "1"}, "a": attribute}));
     let events = [
@@ -128,6 +129,7 @@ async fn the_dynamodb_logger_in_python_answers_and_logs_as_the_rust_one() {
         bad(json!({"N": " 1"})),
         bad(json!({"N": "1_000"})),
         bad(json!({"N": "inf"})),
+        bad(json!({"N": "1".repeat(5000)})),
         bad(json!({"N": 1})),
         bad(json!({"S": "x", "N": "1"})),
         bad(json!({"M": {"inner": {"L": [{"S": "x"}, {"NS": ["1", "x"]}]}}})),

@@ -16,6 +16,7 @@ pub mod encoding;
 pub mod engine;
 pub mod families;
 pub mod limits;
+pub mod ops;
 pub mod plugin;
 pub mod sources;
 pub mod tenant;

@@ -7,10 +7,13 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use triggerfish::auth::admin::AdminKeys;
 use triggerfish::auth::hash_key;
 use triggerfish::dispatch::{Dispatcher, InvokeError, LogSink};
 use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::limits::Limits;
+use triggerfish::ops::log_format::FlatJson;
+use triggerfish::ops::Admin;
 use triggerfish::plugin::compile::{self, Compiler, SubprocessCompiler, WorkerArgs};
 use triggerfish::plugin::PluginLoader;
 use triggerfish::sources::http::server::{self as http_server, ServerLimits};
@@ -53,6 +56,15 @@ enum Command {
         /// Do not watch the folder; reload only on SIGHUP (for production).
         #[arg(long)]
         no_watch: bool,
+        /// Operator keys, one hash a line as `triggerfish hash-key` prints
+        /// it: they open GET /metrics and GET /status. Without it those
+        /// routes are off (404).
+        #[arg(long, value_name = "FILE")]
+        admin_keys: Option<PathBuf>,
+        /// How the log is written on stderr: `text` for people, `json`
+        /// (one object a line, span fields flattened) for log shippers.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -127,6 +139,12 @@ enum Command {
         #[command(flatten)]
         args: WorkerArgs,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -242,16 +260,30 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("triggerfish"))
 }
 
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => log
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(FlatJson)
+            .init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_log(match &cli.command {
+        Command::Serve { log_format, .. } => *log_format,
+        _ => LogFormat::Text,
+    });
     if let Command::CompileWorker { args } = &cli.command {
         // No async runtime: the worker only compiles.
         return std::process::ExitCode::from(compile::run_worker(args));
@@ -281,6 +313,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             plugins_dir,
             listen,
             no_watch,
+            admin_keys,
+            log_format: _,
             engine,
             http,
         } => {
@@ -300,7 +334,22 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Some(watch::watch(tenants.clone()).context("cannot watch the plugins folder")?)
             };
             let _sighup = watch::reload_on_sighup(tenants.clone())?;
-            let dispatcher = Arc::new(dispatcher());
+            let admin = match admin_keys {
+                Some(path) => {
+                    let keys = AdminKeys::load(&path)?;
+                    tracing::info!(
+                        keys = keys.len(),
+                        "operator routes on: GET /metrics, GET /status"
+                    );
+                    Some(Arc::new(Admin::new(keys, tenants.clone())))
+                }
+                None => None,
+            };
+            let mut dispatcher = dispatcher();
+            for sink in admin.iter().flat_map(|a| a.sinks()) {
+                dispatcher = dispatcher.with_sink(sink);
+            }
+            let dispatcher = Arc::new(dispatcher);
             let listener =
                 http_server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             // Listen at once, and load the tenants meanwhile: /healthz says
@@ -325,6 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let api = Api {
                 tenants,
                 dispatcher,
+                admin,
             };
             let sources: Vec<Box<dyn Source>> = vec![Box::new(HttpSource {
                 listener,

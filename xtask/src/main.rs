@@ -2,7 +2,8 @@
 //!
 //! - `build-plugins`: build every guest for wasm32-wasip2.
 //! - `demo [--listen ADDR]`: build the plugins, lay out a `demo` tenant in
-//!   `target/demo/`, and serve it.
+//!   `target/demo/`, make an operator key (`target/demo-operator/`, kept
+//!   across runs) for `/metrics` and `/status`, and serve it.
 //! - `bench [--seconds N] [--out FILE]`: build in release mode and write
 //!   BENCHMARKS.md (see `bench/`).
 //! - `demo-plugins`: build the plugins and lay out the demo tenant again
@@ -25,7 +26,8 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use xtask::{
-    build_guests, install_plugin, new_plugin, template, with_plugin_config, workspace_root, Guest,
+    build_guests, demo_admin_key, install_plugin, new_plugin, template, with_plugin_config,
+    workspace_root, Guest,
 };
 
 const USAGE: &str =
@@ -136,17 +138,61 @@ fn demo(args: &[String]) -> Result<(), String> {
     let plugins_dir = workspace_root().join("target").join("demo");
     println!("demo tenant ready in {}", plugins_dir.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
+    // The operator's key, for /metrics and /status; kept across runs.
+    let operator_dir = workspace_root().join("target").join("demo-operator");
+    let (key, keys_file) = demo_admin_key(&operator_dir, |key| hash_key(&cargo, key))?;
+    let key_file = operator_dir.join("admin-key");
+    let key_file = key_file
+        .strip_prefix(workspace_root())
+        .unwrap_or(&key_file)
+        .display();
+    println!(
+        "\noperator key: {key}\n  (kept in {key_file}; its hash in {})\n\
+         metrics:     curl -s -H \"Authorization: Bearer $(cat {key_file})\" http://{listen}/metrics\n\
+         status page: http://{listen}/status (log in with the key)\n",
+        keys_file.display()
+    );
+    let status = Command::new(&cargo)
         .current_dir(workspace_root())
         .args(["run", "-p", "triggerfish", "--", "serve", "--plugins-dir"])
         .arg(&plugins_dir)
         .args(["--listen", &listen])
+        .arg("--admin-keys")
+        .arg(&keys_file)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     status
         .success()
         .then_some(())
         .ok_or_else(|| "the host exited with an error".to_owned())
+}
+
+/// `triggerfish hash-key`, the key on standard input (not in the process
+/// list).
+fn hash_key(cargo: &str, key: &str) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["run", "-q", "-p", "triggerfish", "--", "hash-key"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(key.as_bytes())
+        .map_err(|e| format!("cannot hand the key to hash-key: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot run hash-key: {e}"))?;
+    let hash = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || !hash.starts_with("sha256:") {
+        return Err("`triggerfish hash-key` failed".to_owned());
+    }
+    Ok(hash)
 }
 
 fn build_js() -> Result<(), String> {

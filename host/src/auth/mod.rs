@@ -2,6 +2,7 @@
 //! compared in constant time), or, on the Lambda-shaped route, AWS SigV4
 //! signatures made with one of the tenant's access key pairs.
 
+pub mod admin;
 pub mod rights;
 pub mod sigv4;
 

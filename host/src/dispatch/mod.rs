@@ -12,7 +12,7 @@ pub mod call;
 pub mod chain;
 pub mod error;
 
-pub use chain::Tally;
+pub use chain::{PluginCall, Tally};
 pub use error::{ChainError, ErrorKind, InvokeError};
 
 use crate::engine::state::LogTail;

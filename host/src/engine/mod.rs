@@ -10,7 +10,7 @@ pub mod outbound;
 pub mod state;
 
 use state::CallState;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
@@ -113,6 +113,8 @@ pub struct Runtime {
     /// One permit per instance slot of the pool: a call waits here (within
     /// its chain's budget) rather than fail on a full pool.
     instance_slots: Arc<tokio::sync::Semaphore>,
+    /// Calls waiting for a slot now, for the metrics.
+    waiting_for_slot: AtomicUsize,
     linker: Linker<CallState>,
     config: RuntimeConfig,
     stop_ticker: Arc<AtomicBool>,
@@ -143,6 +145,7 @@ impl Runtime {
             })?;
         Ok(Runtime {
             instance_slots: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
+            waiting_for_slot: AtomicUsize::new(0),
             engine,
             linker,
             config,
@@ -165,11 +168,34 @@ impl Runtime {
     /// Waits for a free instance slot; the slot is held until the permit
     /// is dropped.
     pub(crate) async fn instance_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(permit) = self.instance_slots.clone().try_acquire_owned() {
+            return permit;
+        }
+        // Counted while waiting, and uncounted however the wait ends (the
+        // caller's deadline drops this future).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting_for_slot.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting_for_slot);
         self.instance_slots
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")
+    }
+
+    /// Instance slots held by plugin calls now (of `max_instances`).
+    pub fn instance_slots_in_use(&self) -> usize {
+        (self.config.max_instances as usize).saturating_sub(self.instance_slots.available_permits())
+    }
+
+    /// Plugin calls waiting for a free instance slot now.
+    pub fn instance_slots_waiting(&self) -> usize {
+        self.waiting_for_slot.load(Ordering::Relaxed)
     }
 }
 

@@ -305,6 +305,13 @@ impl Default for Inflight {
 pub struct InflightSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl Tenant {
+    /// Invocations of this tenant running now.
+    pub fn in_flight(&self) -> usize {
+        self.quotas
+            .concurrency
+            .saturating_sub(self.inflight.0.available_permits())
+    }
+
     /// Takes a slot for an invocation, or none when the tenant already
     /// runs as many as its `[quotas] concurrency` allows.
     pub fn try_start(&self) -> Option<InflightSlot> {

@@ -48,15 +48,13 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantAndPlugin {
     }
 }
 
-/// Whether the request carries an operator key, which may deploy to any
-/// tenant.
-///
-/// OPERATOR KEY: the one place where an operator key (`serve --admin-keys
-/// FILE`, `AdminKeys` in `auth/admin.rs`, built on another branch) is to
-/// be accepted for deploys. Until it is wired here, only tenant keys with
-/// the deploy right deploy.
-fn operator_deploys(_api: &Api, _headers: &HeaderMap) -> bool {
-    false
+/// Whether the request carries an operator key (`serve --admin-keys
+/// FILE`), which may deploy to any tenant. Without the flag there are no
+/// operator keys, and only tenant keys with the deploy right deploy.
+fn operator_deploys(api: &Api, headers: &HeaderMap) -> bool {
+    api.admin
+        .as_ref()
+        .is_some_and(|admin| admin.keys.authorize(headers).is_ok())
 }
 
 /// The tenant a deploy route names, if the request may deploy to it.

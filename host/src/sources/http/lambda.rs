@@ -44,6 +44,8 @@ fn service_error(error: RequestError) -> Response {
         "x-amzn-ErrorType",
         HeaderValue::from_static(error.kind.aws_type()),
     );
+    // For the metrics of refused requests.
+    response.extensions_mut().insert(error.kind);
     response
 }
 

@@ -4,6 +4,8 @@
 //!   `GET /healthz` ([`events`]);
 //! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
 //!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]);
+//! - `GET /metrics`, `GET /status`, `POST /status/login|logout`, the
+//!   operator's routes, off without `serve --admin-keys` ([`admin`]);
 //! - `PUT|DELETE /v1/tenants/{tenant}/plugins/{name}`, `PUT
 //!   /v1/tenants/{tenant}/config`: deploying ([`deploy`]);
 //! - served by [`server`]: hyper with header, body and idle timeouts and
@@ -12,6 +14,7 @@
 //! Every error is JSON: `{"error": {"kind", "message"}}` on the `/v1`
 //! routes, Lambda's own shapes on the Lambda route.
 
+mod admin;
 mod deploy;
 mod events;
 mod lambda;
@@ -45,11 +48,15 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct Api {
     pub tenants: Arc<Tenants>,
     pub dispatcher: Arc<Dispatcher>,
+    /// The operator's keys, metrics and status page; `None` (the routes
+    /// answer 404) without `serve --admin-keys`.
+    pub admin: Option<Arc<crate::ops::Admin>>,
 }
 
 /// The API's routes.
 pub fn router(api: Api) -> Router {
-    Router::new()
+    let admin = api.admin.clone();
+    let router = Router::new()
         .route("/healthz", get(events::healthz))
         .route("/v1/tenants/{tenant}/events", post(events::event))
         .route("/v1/tenants/{tenant}/plugins", get(events::plugins))
@@ -62,8 +69,16 @@ pub fn router(api: Api) -> Router {
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),
         )
+        .route("/metrics", get(admin::metrics))
+        .route("/status", get(admin::status))
+        .route("/status/login", post(admin::login))
+        .route("/status/logout", post(admin::logout))
         .fallback(not_found)
-        .with_state(api)
+        .with_state(api);
+    match admin {
+        Some(admin) => admin::count_refusals(router, admin),
+        None => router,
+    }
 }
 
 /// The HTTP API on a listener, as a source `serve` starts and stops.
@@ -209,6 +224,8 @@ impl IntoResponse for RequestError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For the metrics of refused requests.
+        response.extensions_mut().insert(self.kind);
         response
     }
 }

@@ -20,6 +20,7 @@ mod observe;
 mod outbound;
 mod plugins;
 mod plugins_http;
+mod python;
 mod records;
 mod reload;
 mod routing;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use triggerfish::dispatch::ErrorKind;
 
 /// A sample event of the `aws_lambda_events` crate, as its type reads it.
-fn sample<T: DeserializeOwned>(name: &str) -> T {
+pub(crate) fn sample<T: DeserializeOwned>(name: &str) -> T {
     static FIXTURES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let dir = FIXTURES.get_or_init(|| {
         let output = std::process::Command::new(env!("CARGO"))
@@ -43,7 +43,7 @@ fn sample<T: DeserializeOwned>(name: &str) -> T {
 }
 
 /// The event JSON the crate's type prints.
-fn printed(event: &impl serde::Serialize) -> Value {
+pub(crate) fn printed(event: &impl serde::Serialize) -> Value {
     serde_json::to_value(event).unwrap()
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod js;
+pub mod py;
 pub mod template;
 
 /// The target plugins are built for.
@@ -157,6 +158,27 @@ pub fn new_plugin(name: &str, trigger: &str) -> Result<PathBuf, String> {
     }
     let dir = template::new_plugin(&workspace_root().join("plugins"), name, trigger)?;
     format_crate(&dir);
+    Ok(dir)
+}
+
+/// Writes a new Python plugin under `plugins/` (see
+/// [`template::new_py_plugin`]) and excludes its folder from the Cargo
+/// workspace, whose `plugins/*` would take it for a crate.
+pub fn new_py_plugin(name: &str, trigger: &str) -> Result<PathBuf, String> {
+    if guests().iter().any(|guest| guest.package == name)
+        || py::py_plugins().iter().any(|plugin| plugin.name == name)
+    {
+        return Err(format!(
+            "a plugin named `{name}` exists already: choose another name"
+        ));
+    }
+    let dir = template::new_py_plugin(&workspace_root().join("plugins"), name, trigger)?;
+    let manifest_path = workspace_root().join("Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
+    let excluded = template::exclude_from_workspace(&manifest, &format!("plugins/{name}"));
+    std::fs::write(&manifest_path, excluded)
+        .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))?;
     Ok(dir)
 }
 

@@ -10,10 +10,14 @@
 //!   (a running demo host picks them up).
 //! - `build-js`: build the JavaScript plugins (componentize-js from npm,
 //!   installed into `target/js-tools`).
-//! - `new <name> --trigger <trigger>`: write a new plugin crate in
-//!   `plugins/<name>` that builds and passes its tests as it is.
+//! - `build-py`: build the Python plugins (componentize-py from PyPI,
+//!   installed into `target/py-tools`).
+//! - `new <name> --trigger <trigger> [--lang rust|python]`: write a new
+//!   plugin in `plugins/<name>` that builds (and, in Rust, passes its
+//!   tests) as it is.
 //! - `install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...`:
-//!   build the plugins and put one into a tenant folder of the demo
+//!   build the plugins (a Python one with `build-py`) and put one into a
+//!   tenant folder of the demo
 //!   (`30-<name>.wasm` in `demo` by default), copied then renamed so a
 //!   running host never sees half of it; `--config` lines replace the
 //!   plugin's `[plugins.<stem>.config]` section of that tenant's
@@ -27,9 +31,9 @@ use xtask::{
 };
 
 const USAGE: &str =
-    "usage: cargo xtask build-plugins | build-js | demo [--listen ADDR] | demo-plugins
+    "usage: cargo xtask build-plugins | build-js | build-py | demo [--listen ADDR] | demo-plugins
        | bench [--seconds N] [--out FILE]
-       | new <name> --trigger <trigger>
+       | new <name> --trigger <trigger> [--lang rust|python]
        | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...
                         [--url URL [--key KEY]]";
 
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
             build_guests().and_then(|guests| lay_out_demo(&guests, &demo_dir()))
         }
         Some("build-js") => build_js(),
+        Some("build-py") => build_py(),
         Some("new") => new(&args[1..]),
         Some("install") => install(&args[1..]),
         _ => Err(USAGE.to_owned()),
@@ -198,17 +203,46 @@ fn build_js() -> Result<(), String> {
     Ok(())
 }
 
+fn build_py() -> Result<(), String> {
+    for plugin in xtask::py::py_plugins() {
+        let wasm = xtask::py::build(&plugin).map_err(|e| e.to_string())?;
+        println!("{}", wasm.display());
+    }
+    Ok(())
+}
+
 fn new(args: &[String]) -> Result<(), String> {
-    let (name, trigger) = match args {
-        [name, flag, trigger] if flag == "--trigger" => (name, trigger),
-        [flag, trigger, name] if flag == "--trigger" => (name, trigger),
-        _ => {
-            return Err(format!(
-                "usage: cargo xtask new <name> --trigger <trigger>\ntriggers: {}",
-                template::trigger_names()
-            ))
-        }
+    let usage = || {
+        format!(
+            "usage: cargo xtask new <name> --trigger <trigger> [--lang rust|python]\ntriggers: {}",
+            template::trigger_names()
+        )
     };
+    let (mut name, mut trigger, mut lang) = (None, None, template::Lang::Rust);
+    let mut rest = args;
+    while let [first, tail @ ..] = rest {
+        match (first.as_str(), tail) {
+            ("--trigger", [value, tail @ ..]) => (trigger, rest) = (Some(value), tail),
+            ("--lang", [value, tail @ ..]) => (lang, rest) = (template::Lang::parse(value)?, tail),
+            (flag, _) if flag.starts_with("--") => return Err(usage()),
+            (_, tail) if name.is_none() => (name, rest) = (Some(first), tail),
+            _ => return Err(usage()),
+        }
+    }
+    let (Some(name), Some(trigger)) = (name, trigger) else {
+        return Err(usage());
+    };
+    if lang == template::Lang::Python {
+        let dir = xtask::new_py_plugin(name, trigger)?;
+        let file = name.replace('-', "_");
+        println!(
+            "wrote {dir} (and excluded it from the Cargo workspace in Cargo.toml)\n\nnext:\n  \
+             cargo xtask build-py          # target/guests/py/{file}.wasm\n  \
+             cargo xtask install {name}  # into the running demo (cargo xtask demo)",
+            dir = dir.display()
+        );
+        return Ok(());
+    }
     let dir = new_plugin(name, trigger)?;
     let file = name.replace('-', "_");
     println!(
@@ -255,13 +289,22 @@ fn install(args: &[String]) -> Result<(), String> {
     if key.is_some() && url.is_none() {
         return Err("--key is for deploying to a host at --url".to_owned());
     }
-    let guests = build_guests()?;
-    let guest = guests
-        .iter()
-        .find(|g| g.package == *name)
-        .ok_or_else(|| format!("no plugin crate `{name}` under plugins/"))?;
+    // A Python plugin (plugins/<name>/pyproject.toml) or a crate.
+    let python = xtask::py::py_plugins()
+        .into_iter()
+        .find(|p| p.name == *name);
+    let wasm = match python {
+        Some(plugin) => xtask::py::build(&plugin).map_err(|e| e.to_string())?,
+        None => {
+            build_guests()?
+                .into_iter()
+                .find(|g| g.package == *name)
+                .ok_or_else(|| format!("no plugin `{name}` under plugins/"))?
+                .wasm
+        }
+    };
     if let Some(url) = url {
-        return deploy_over_http(&guest.wasm, &tenant, &file, &url, key.as_deref());
+        return deploy_over_http(&wasm, &tenant, &file, &url, key.as_deref());
     }
     let dir = workspace_root().join("target").join("demo").join(&tenant);
     if !config.is_empty() {
@@ -273,7 +316,7 @@ fn install(args: &[String]) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("configured [plugins.{stem}.config] in {}", path.display());
     }
-    let installed = install_plugin(&guest.wasm, &dir, &file)?;
+    let installed = install_plugin(&wasm, &dir, &file)?;
     println!("installed {}", installed.display());
     Ok(())
 }

@@ -9,6 +9,7 @@ mod chain;
 mod cli;
 mod common;
 mod compile_limits;
+mod fairness;
 mod fuzz;
 mod hostile_files;
 mod http_api;

@@ -4,6 +4,7 @@
 
 use super::bindings::triggerfish::host::{config, log};
 use super::outbound::{Outbound, OutboundHooks};
+use super::scheduler::Turn;
 use crate::limits::Limits;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,9 +56,9 @@ pub struct CallState {
     limiter: CallLimiter,
     config: Arc<PluginConfig>,
     log_budget: Arc<LogBudget>,
-    /// Epoch ticks during which this call was running: its CPU time,
-    /// roughly, as opposed to the wall time it waited.
-    pub(crate) running_ticks: u32,
+    /// The call's claim on CPU turns, for the epoch callback; none for a
+    /// load-time probe.
+    pub(crate) turn: Option<Turn>,
 }
 
 impl CallState {
@@ -84,7 +85,7 @@ impl CallState {
             },
             config,
             log_budget,
-            running_ticks: 0,
+            turn: None,
         }
     }
 

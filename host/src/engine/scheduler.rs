@@ -6,7 +6,8 @@
 //! gives its thread back only at an epoch tick. Left alone, sixteen
 //! looping calls of one tenant keep every async worker busy, and another
 //! tenant's request waits behind all of them for its HTTP parsing, its JSON
-//! and each of its plugin calls. So:
+//! and each of its plugin calls (issue 9 measured its p50 150-500x slower).
+//! So:
 //!
 //! - A call starts on the async worker that runs its request, holding one
 //!   of the *worker turns* (as many as cores, the workers' count). It takes
@@ -24,7 +25,8 @@
 //!   it waits about as long as running code takes to reach its next loop
 //!   header or function entry, not a tick.
 //! - A call still running after [`LONG_AFTER`] of CPU is *long*: at its
-//!   next tick it leaves the async workers for a thread of its own at a
+//!   next tick it leaves the async workers (`block_in_place` hands the
+//!   worker's other tasks to a new worker) for a thread of its own at a
 //!   lower operating system priority ([`LONG_NICE`]), where it takes one of
 //!   the *long turns* (half as many as worker turns, at least one), shared
 //!   between tenants in the same way but kept apart, under a lock of their
@@ -34,16 +36,65 @@
 //!   no turn covers; the operating system gives long calls the CPU that
 //!   short work leaves.
 //!
-//! CPU is measured as wall time while the call's future is being polled
-//! (its plugin running, or the host working for it). On a current-thread
-//! async runtime a long call cannot leave its thread and stays where it is.
-//! Load-time probes of new plugins run without a turn.
-//!
 //! Each call records whether it was *crowded*: whether another call of its
 //! own tenant held or waited for a turn of the same kind while it waited
 //! for one. A call that times out after waiting behind its own tenant's
 //! calls was slowed by its tenant's concurrency, not by the host, and is
-//! not retried.
+//! not retried (`dispatch/call.rs` decides, with [`Turn::cpu`]).
+//!
+//! # What it guarantees
+//!
+//! - Between tenants with calls waiting, CPU turns are shared equally per
+//!   tenant, whatever each tenant's concurrency: sixteen loops of one
+//!   tenant weigh as much as one call of another.
+//! - A runaway call occupies an async worker for at most about two epoch
+//!   ticks (a few ms) of CPU; after that it competes only with other long
+//!   calls, for at most half the cores' turns, at a lower priority than the
+//!   workers. A short call (the usual plugin call takes tens of
+//!   microseconds) so finds a worker and a worker turn soon, whatever long
+//!   calls are running.
+//! - A call that waits in the host (sleep, outbound HTTP) holds no turn.
+//!
+//! # Limits
+//!
+//! - CPU is counted as wall time while the call's future is being polled
+//!   (its plugin running, or the host working for it): time the operating
+//!   system takes the thread away is charged to the call.
+//! - Only plugin code and the host calls it makes are scheduled. HTTP,
+//!   authentication, JSON decoding and folding results back run on the
+//!   async workers outside any turn (they are bounded by their own limits).
+//! - A tenant's virtual runtime lives only while it has calls registered;
+//!   the shares are fair between tenants active at the same time, not over
+//!   a longer history.
+//! - A long call occupies a thread of its own and, while it runs, one
+//!   thread of the async runtime's blocking pool (tokio's
+//!   `block_in_place`); the instance pool (`--max-instances`, 256) bounds
+//!   both. If no thread can be started, the call finishes on the blocking
+//!   thread, at normal priority.
+//! - On a current-thread async runtime a long call cannot leave its thread
+//!   and stays where it is (turns still order the calls).
+//! - Load-time probes of new plugins run without a turn (they have their
+//!   own time limit, and run off the request path).
+//! - The turns are per [`Scheduler`], one per engine: several processes on
+//!   one machine do not share them.
+//!
+//! # Why these numbers
+//!
+//! - [`EPOCH_TICK`] (2 ms) is how late a running plugin notices anything:
+//!   that a call became long, that its slice is over. A plugin call
+//!   usually takes 15-50 us, so a call still running after one tick is
+//!   dozens of times the usual, and moving it off the workers (a thread
+//!   start, tens of microseconds) costs it about 1%. Each tick costs a
+//!   running plugin one lock, 500 times a second.
+//! - [`SLICE`] (10 ms) only matters between calls of equally served
+//!   tenants (usually one tenant's own calls): a less-served tenant does
+//!   not wait for it. Shorter slices would switch more often (each switch
+//!   leaves and re-enters a fiber and wakes a task) for no gain in
+//!   fairness.
+//! - Long turns are half the cores so that, however many long calls there
+//!   are, the workers compete against at most that many threads at
+//!   [`LONG_NICE`]: Linux weighs nice 0 at 1024 and nice 10 at 110, so two
+//!   busy workers keep about 95% of two cores against one long thread.
 
 use super::EPOCH_TICK;
 use std::collections::{HashMap, VecDeque};

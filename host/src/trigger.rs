@@ -1,8 +1,9 @@
 //! The triggers Triggerfish serves, and how an incoming event finds one.
 //!
 //! Each trigger is one exported WIT interface (see `wit/`). An event is
-//! routed by its `triggerSource` (user pool events) or `eventType` (Cognito
-//! Sync); the pre token generation trigger also looks at `version`, because
+//! routed by its `triggerSource` (user pool events), its `eventType`
+//! (Cognito Sync) or the `eventSource` of its `Records` (stream records);
+//! the pre token generation trigger also looks at `version`, because
 //! events of version 2 and 3 carry the access-token shape.
 
 use serde_json::Value;
@@ -13,6 +14,7 @@ use serde_json::Value;
 pub enum Family {
     UserPool,
     Sync,
+    Records,
 }
 
 /// One lifecycle event a plugin can handle.
@@ -32,6 +34,10 @@ pub enum Trigger {
     CustomEmailSender,
     CustomSmsSender,
     Sync,
+    Kinesis,
+    DynamodbStream,
+    Sqs,
+    S3,
 }
 
 /// The version of the WIT packages this host implements.
@@ -45,11 +51,12 @@ pub struct TriggerSpec {
     pub package: &'static str,
     /// The interface's name in WIT, such as `pre-sign-up`.
     pub wit_name: &'static str,
-    /// The name Cognito uses in its error text: "`PreSignUp` failed with
-    /// error ...".
-    pub cognito_name: &'static str,
-    /// Every `triggerSource` value Cognito sends for it (none for sync,
-    /// which is routed by `eventType`).
+    /// The name AWS gives it: Cognito's, used in its error text
+    /// ("`PreSignUp` failed with error ..."), or the event source's.
+    pub aws_name: &'static str,
+    /// Every `triggerSource` value Cognito sends for it, or for stream
+    /// records every `eventSource` of their records (none for sync, which
+    /// is routed by `eventType`).
     pub trigger_sources: &'static [&'static str],
     pub family: Family,
 }
@@ -66,16 +73,32 @@ const TOKEN_GENERATION: &[&str] = &[
 const fn user_pool(
     trigger: Trigger,
     wit_name: &'static str,
-    cognito_name: &'static str,
+    aws_name: &'static str,
     trigger_sources: &'static [&'static str],
 ) -> TriggerSpec {
     TriggerSpec {
         trigger,
         package: USER_POOL,
         wit_name,
-        cognito_name,
+        aws_name,
         trigger_sources,
         family: Family::UserPool,
+    }
+}
+
+const fn records(
+    trigger: Trigger,
+    wit_name: &'static str,
+    aws_name: &'static str,
+    event_sources: &'static [&'static str],
+) -> TriggerSpec {
+    TriggerSpec {
+        trigger,
+        package: "triggerfish:records",
+        wit_name,
+        aws_name,
+        trigger_sources: event_sources,
+        family: Family::Records,
     }
 }
 
@@ -83,7 +106,7 @@ const fn user_pool(
 /// the typecheck and `triggerfish check` read it; the WIT `every-trigger`
 /// world, the SDK's `export!` macro and `cargo xtask new`'s templates are
 /// tested against it (`tests/all/trigger_table.rs`).
-pub const TABLE: [TriggerSpec; 14] = [
+pub const TABLE: [TriggerSpec; 18] = [
     user_pool(
         Trigger::PreSignUp,
         "pre-sign-up",
@@ -202,10 +225,20 @@ pub const TABLE: [TriggerSpec; 14] = [
         trigger: Trigger::Sync,
         package: "triggerfish:sync",
         wit_name: "sync-trigger",
-        cognito_name: "SyncTrigger",
+        aws_name: "SyncTrigger",
         trigger_sources: &[],
         family: Family::Sync,
     },
+    records(Trigger::Kinesis, "kinesis", "Kinesis", &["aws:kinesis"]),
+    records(
+        Trigger::DynamodbStream,
+        "dynamodb-stream",
+        "DynamoDBStreams",
+        &["aws:dynamodb"],
+    ),
+    records(Trigger::Sqs, "sqs", "SQS", &["aws:sqs"]),
+    // MinIO, the usual S3-compatible store, names itself in its events.
+    records(Trigger::S3, "s3", "S3", &["aws:s3", "minio:s3"]),
 ];
 
 impl Trigger {
@@ -237,8 +270,8 @@ impl Trigger {
     }
 
     /// The name Cognito uses in its error text.
-    pub fn cognito_name(self) -> &'static str {
-        self.spec().cognito_name
+    pub fn aws_name(self) -> &'static str {
+        self.spec().aws_name
     }
 
     /// Every `triggerSource` value Cognito sends for this trigger.
@@ -256,6 +289,9 @@ impl Trigger {
         let Some(object) = event.as_object() else {
             return Err(RouteError::NotAnObject);
         };
+        if let Some(records) = object.get("Records") {
+            return Trigger::route_records(records);
+        }
         if let Some(event_type) = object.get("eventType") {
             return match event_type.as_str() {
                 Some("SyncTrigger") => Ok(Trigger::Sync),
@@ -280,6 +316,35 @@ impl Trigger {
         }
         Ok(trigger)
     }
+
+    /// Routes a batch of stream records by their `eventSource`; every
+    /// record of a batch must come from the same kind of source.
+    fn route_records(records: &Value) -> Result<Trigger, RouteError> {
+        let Some(records) = records.as_array() else {
+            return Err(RouteError::RecordsNotAnArray);
+        };
+        let mut routed = None;
+        for (index, record) in records.iter().enumerate() {
+            let source = record.get("eventSource").and_then(Value::as_str);
+            let trigger = source
+                .and_then(|source| {
+                    Trigger::all().find(|t| {
+                        t.family() == Family::Records && t.trigger_sources().contains(&source)
+                    })
+                })
+                .ok_or_else(|| RouteError::UnknownEventSource {
+                    index,
+                    event_source: source.map(str::to_owned),
+                })?;
+            match routed {
+                Some(first) if first != trigger => {
+                    return Err(RouteError::MixedEventSources { index })
+                }
+                _ => routed = Some(trigger),
+            }
+        }
+        routed.ok_or(RouteError::EmptyBatch)
+    }
 }
 
 impl std::fmt::Display for Trigger {
@@ -294,13 +359,29 @@ pub enum RouteError {
     #[error("the event must be a JSON object")]
     NotAnObject,
     #[error(
-        "the event has neither `triggerSource` (user pool events) nor `eventType` (sync events)"
+        "the event has no `triggerSource` (user pool events), `eventType` (sync events) or `Records` (stream records)"
     )]
     Missing,
     #[error("unknown triggerSource {0}")]
     UnknownTriggerSource(String),
     #[error("unknown eventType {0}: the only one is \"SyncTrigger\"")]
     UnknownEventType(String),
+    #[error("`Records` must be an array of stream records")]
+    RecordsNotAnArray,
+    #[error("`Records` is empty: a batch has at least one record")]
+    EmptyBatch,
+    #[error(
+        "`Records[{index}].eventSource` is {}: use aws:kinesis, aws:dynamodb, aws:sqs or aws:s3",
+        event_source.as_deref().map_or("missing".to_owned(), |s| format!("{s:?}"))
+    )]
+    UnknownEventSource {
+        index: usize,
+        event_source: Option<String>,
+    },
+    #[error(
+        "`Records[{index}]` comes from another kind of source than `Records[0]`: a batch has one"
+    )]
+    MixedEventSources { index: usize },
 }
 
 #[cfg(test)]
@@ -374,6 +455,37 @@ mod tests {
             Trigger::route(&json!({"eventType": "Other"})),
             Err(RouteError::UnknownEventType(_))
         ));
+    }
+
+    #[test]
+    fn records_route_by_their_event_source() {
+        let batch = |sources: &[&str]| {
+            let records: Vec<Value> = sources.iter().map(|s| json!({"eventSource": s})).collect();
+            json!({ "Records": records })
+        };
+        assert_eq!(
+            Trigger::route(&batch(&["aws:kinesis"])),
+            Ok(Trigger::Kinesis)
+        );
+        assert_eq!(
+            Trigger::route(&batch(&["aws:dynamodb", "aws:dynamodb"])),
+            Ok(Trigger::DynamodbStream)
+        );
+        assert_eq!(Trigger::route(&batch(&["aws:sqs"])), Ok(Trigger::Sqs));
+        assert_eq!(Trigger::route(&batch(&["minio:s3"])), Ok(Trigger::S3));
+        assert_eq!(Trigger::route(&batch(&[])), Err(RouteError::EmptyBatch));
+        assert_eq!(
+            Trigger::route(&batch(&["aws:sqs", "aws:kinesis"])),
+            Err(RouteError::MixedEventSources { index: 1 })
+        );
+        assert_eq!(
+            Trigger::route(&batch(&["aws:sns"])).unwrap_err().to_string(),
+            "`Records[0].eventSource` is \"aws:sns\": use aws:kinesis, aws:dynamodb, aws:sqs or aws:s3"
+        );
+        assert_eq!(
+            Trigger::route(&json!({"Records": {}})),
+            Err(RouteError::RecordsNotAnArray)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod lambda;
 mod outbound;
 mod plugins;
 mod plugins_http;
+mod records;
 mod reload;
 mod routing;
 mod sync;

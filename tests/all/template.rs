@@ -110,6 +110,11 @@ fn cargo(root: &Path, args: &[&str], packages: &[(String, &str)]) {
     );
 }
 
+fn base64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
 /// The triple of the machine, such as `x86_64-unknown-linux-gnu`.
 fn host_triple() -> String {
     let out = Command::new("rustc")
@@ -123,8 +128,49 @@ fn host_triple() -> String {
         .to_owned()
 }
 
-/// An event for the template's trigger from user (or identity) `who`.
+/// An event for the template's trigger from user (or identity) `who`; for
+/// stream records, one record whose payload is `who`.
 fn event_for(trigger: &str, who: &str) -> serde_json::Value {
+    let record = |record: serde_json::Value| json!({ "Records": [record] });
+    match trigger {
+        "kinesis" => {
+            return record(json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
+                            "sequenceNumber": "7", "data": base64(who),
+                            "approximateArrivalTimestamp": 1.5},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": "shardId-0:7",
+                "eventName": "aws:kinesis:record", "awsRegion": "local",
+                "eventSourceARN": "arn:aws:kinesis:local:0:stream/s"
+            }))
+        }
+        "dynamodb-stream" => {
+            return record(json!({
+                "eventID": "e", "eventName": "INSERT", "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb", "awsRegion": "local",
+                "dynamodb": {"Keys": {"Id": {"N": "1"}}, "NewImage": {"note": {"S": who}},
+                             "SequenceNumber": "7", "SizeBytes": 10,
+                             "StreamViewType": "NEW_IMAGE"},
+                "eventSourceARN": "arn:aws:dynamodb:local:0:table/t/stream/0"
+            }))
+        }
+        "sqs" => {
+            return record(json!({
+                "messageId": "7", "receiptHandle": "r", "body": who, "attributes": {},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:local:0:q", "awsRegion": "local"
+            }))
+        }
+        "s3" => {
+            return record(json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "local",
+                "eventTime": "1970-01-01T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+                "s3": {"s3SchemaVersion": "1.0", "configurationId": "c",
+                       "bucket": {"name": "b", "arn": "arn:aws:s3:::b"},
+                       "object": {"key": who, "size": 1}}
+            }))
+        }
+        _ => {}
+    }
     if trigger == "sync" {
         let mut event = sync_event();
         event["identityId"] = json!(who);
@@ -192,11 +238,7 @@ async fn generated_plugins_pass_their_tests_and_run_in_the_host() {
     for (package, trigger) in &crates {
         let wasm = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
         let dir = PluginsDir::new();
-        let key = if *trigger == "sync" {
-            "blocked-identities"
-        } else {
-            "blocked-users"
-        };
+        let key = template::config_key(template::trigger(trigger).unwrap());
         dir.plugin("t", "30-generated.wasm", wasm.to_str().unwrap())
             .settings(
                 "t",
@@ -216,15 +258,36 @@ async fn generated_plugins_pass_their_tests_and_run_in_the_host() {
         let out = invoke(&tenant, event.clone())
             .await
             .unwrap_or_else(|e| panic!("{trigger}: {e:?}"));
-        if *trigger == "sync" {
+        if event.get("Records").is_some() {
+            assert_eq!(out, json!({"batchItemFailures": []}), "{trigger}");
+        } else if *trigger == "sync" {
             assert_eq!(out["datasetRecords"], event["datasetRecords"], "{trigger}");
         } else {
             assert_eq!(out["request"], event["request"], "{trigger}");
         }
-        // A blocked user is refused with the template's message.
-        let error = chain_error(&tenant, event_for(trigger, "mallory")).await;
-        assert_eq!(error.kind, ErrorKind::Denied, "{trigger}");
-        assert_eq!(error.message, "mallory is blocked", "{trigger}");
+        // A blocked user is refused with the template's message; a
+        // poisoned record is reported failed (an S3 event fails whole).
+        let blocked = event_for(trigger, "mallory");
+        match *trigger {
+            "kinesis" | "dynamodb-stream" | "sqs" => {
+                let out = invoke(&tenant, blocked).await.unwrap();
+                assert_eq!(
+                    out,
+                    json!({"batchItemFailures": [{"itemIdentifier": "7"}]}),
+                    "{trigger}"
+                );
+            }
+            _ => {
+                let error = chain_error(&tenant, blocked).await;
+                assert_eq!(error.kind, ErrorKind::Denied, "{trigger}");
+                let expected = if *trigger == "s3" {
+                    "mallory is poison"
+                } else {
+                    "mallory is blocked"
+                };
+                assert_eq!(error.message, expected, "{trigger}");
+            }
+        }
     }
     drop(root);
 }

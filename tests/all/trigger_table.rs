@@ -30,10 +30,13 @@ fn the_sdk_exports_every_trigger_of_the_table() {
             lib.contains(&format!("($plugin:ident, {module}) =>")),
             "the SDK's export! has no arm for {module}"
         );
-        // Most through `trigger_world!`; sync's module is written out.
+        // Most through `trigger_world!` or `records_world!`; sync's
+        // module is written out.
         assert!(
             bindings.contains(&format!("trigger_world!(\n    {module},"))
                 || bindings.contains(&format!("trigger_world!({module},"))
+                || bindings.contains(&format!("records_world!(\n    {module},"))
+                || bindings.contains(&format!("records_world!({module},"))
                 || bindings.contains(&format!("pub mod {module} {{")),
             "the SDK generates no bindings for {module}"
         );
@@ -61,6 +64,8 @@ fn xtask_new_has_a_template_for_every_trigger_of_the_table() {
     for template in template::TRIGGERS {
         let event = if template.source == "SyncTrigger" {
             sync_event()
+        } else if template.source.starts_with("aws:") {
+            serde_json::json!({"Records": [{"eventSource": template.source}]})
         } else {
             serde_json::json!({"version": "1", "triggerSource": template.source})
         };

@@ -3,8 +3,9 @@
 //!
 //! Every template is the same small, working plugin: it refuses events for
 //! the users listed in its config (`blocked-users`; `blocked-identities`
-//! for the sync trigger) and lets the rest through unchanged, with a unit
-//! test of both. That shows the parts every handler has (config, a
+//! for the sync trigger; for stream records, it reports failed the records
+//! whose payload holds a text listed in `poison`) and lets the rest through
+//! unchanged, with a unit test of both. That shows the parts every handler has (config, a
 //! denial, logging, a test) and leaves one place to write the real logic.
 
 use std::fmt::Write as _;
@@ -19,6 +20,24 @@ enum Shape {
     Notify,
     /// `handle(event, records) -> Result<DatasetRecords, String>`
     Sync,
+    /// `handle(records) -> Result<Vec<String>, String>` (failed ids), or
+    /// for S3 `Result<(), String>`
+    Records(Batch),
+}
+
+/// How a stream-record template reads its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Batch {
+    /// The record type in the SDK module.
+    item: &'static str,
+    /// An expression over `record`: the payload as text.
+    payload: &'static str,
+    /// An expression over `record`: its identifier in a failure report;
+    /// none where the event fails whole (S3).
+    id: Option<&'static str>,
+    /// A `testing::` call making a sample record from `{id}` and
+    /// `{payload}` (both replaced by string literals).
+    sample: &'static str,
 }
 
 /// A trigger a template can be written for.
@@ -86,6 +105,34 @@ pub const TRIGGERS: &[TriggerTemplate] = &[
       "deliver the message; request.code is encrypted with the pool's KMS key."),
     t("sync", "sync_trigger", Shape::Sync, "SyncTrigger", false,
       "Return the records to change: a returned key replaces or adds, Op::Remove removes."),
+    t("kinesis", "kinesis", Shape::Records(Batch {
+        item: "KinesisRecord",
+        payload: "String::from_utf8_lossy(&record.kinesis.data)",
+        id: Some("record.kinesis.sequence_number"),
+        sample: "testing::kinesis_record({id}, {payload}.as_bytes())",
+      }), "aws:kinesis", false,
+      "record.kinesis.partition_key orders records; a failure is retried in order."),
+    t("dynamodb-stream", "dynamodb_stream", Shape::Records(Batch {
+        item: "DynamodbRecord",
+        payload: "record.dynamodb.new_image.as_deref().unwrap_or_default()",
+        id: Some("record.dynamodb.sequence_number"),
+        sample: "testing::dynamodb_record({id}, &format!(r#\"{{\"note\":{{\"S\":\"{}\"}}}}\"#, {payload}))",
+      }), "aws:dynamodb", false,
+      "triggerfish_sdk::dynamodb_stream::unmarshall(&record.dynamodb.keys) reads the keys as JSON."),
+    t("sqs", "sqs", Shape::Records(Batch {
+        item: "Message",
+        payload: "record.body.as_str()",
+        id: Some("record.message_id"),
+        sample: "testing::sqs_message({id}, {payload})",
+      }), "aws:sqs", false,
+      "a failed message comes back after the visibility timeout."),
+    t("s3", "s3", Shape::Records(Batch {
+        item: "S3Record",
+        payload: "record.s3.object.key.as_str()",
+        id: None,
+        sample: "testing::s3_record({payload})",
+      }), "aws:s3", false,
+      "record.event_name says what happened (ObjectCreated:Put, ObjectRemoved:Delete)."),
 ];
 
 /// The trigger called `name` (`pre-sign-up` or `pre_sign_up`).
@@ -212,22 +259,35 @@ triggerfish-sdk = {{ path = "../sdk" }}
 }
 
 fn readme(name: &str, trigger: &TriggerTemplate) -> String {
-    let (key, who) = match trigger.shape {
-        Shape::Sync => ("blocked-identities", "identity IDs"),
-        _ => ("blocked-users", "user names"),
+    let key = config_key(trigger);
+    let what = match trigger.shape {
+        Shape::Sync => "refuses events for the identity IDs listed in `blocked-identities` and \
+                        lets every\nother event through unchanged"
+            .to_owned(),
+        Shape::Records(_) => format!(
+            "reports failed the records whose payload holds a text listed in\n`{key}` \
+             and logs the others"
+        ),
+        _ => "refuses events for the user names listed in `blocked-users` and lets every\n\
+              other event through unchanged"
+            .to_owned(),
+    };
+    let who = match trigger.shape {
+        Shape::Sync => "the identity IDs to refuse",
+        Shape::Records(_) => "texts that fail a record",
+        _ => "the user names to refuse",
     };
     format!(
         r#"# {name}
 
-`{trigger}`: refuses events for the {who} listed in `{key}` and lets every
-other event through unchanged. (Written by `cargo xtask new`: replace this
+`{trigger}`: {what}. (Written by `cargo xtask new`: replace this
 with what your plugin does.)
 
 ## Config
 
 | key | what it does |
 |---|---|
-| `{key}` | list: the {who} to refuse |
+| `{key}` | list: {who} |
 
 ```toml
 [plugins.30-{name}.config]
@@ -245,6 +305,15 @@ cargo xtask install {name}    # into the demo tenant, as 30-{name}.wasm
         trigger = trigger.name,
         file = name.replace('-', "_"),
     )
+}
+
+/// The config key a template reads its list from.
+pub fn config_key(trigger: &TriggerTemplate) -> &'static str {
+    match trigger.shape {
+        Shape::Sync => "blocked-identities",
+        Shape::Records(_) => "poison",
+        _ => "blocked-users",
+    }
 }
 
 fn lib_rs(name: &str, trigger: &TriggerTemplate) -> String {
@@ -351,10 +420,74 @@ fn lib_rs(name: &str, trigger: &TriggerTemplate) -> String {
                 hint = trigger.hint
             );
         }
+        Shape::Records(batch) => records_handler(w, &ty, trigger, batch),
     }
     let _ = writeln!(w, "triggerfish_sdk::export!({ty}: {module});\n");
     tests(w, &ty, trigger);
     src
+}
+
+fn records_handler(w: &mut String, ty: &str, trigger: &TriggerTemplate, batch: Batch) {
+    let module = trigger.module;
+    let item = batch.item;
+    let _ = writeln!(
+        w,
+        "//! `{}`: reports failed the records whose payload holds a text listed in\n\
+         //! config `poison`, and logs the others. Written by `cargo xtask new`:\n\
+         //! replace this with what the plugin does, and its config keys.\n",
+        trigger.name
+    );
+    let (ret, failure, done) = match batch.id {
+        Some(id) => (
+            "Result<Vec<String>, String>",
+            format!(
+                "            // Reported failed: retried, then sent to the failure destination.\n\
+                 \x20           failed.push({id}.clone());\n\
+                 \x20           continue;"
+            ),
+            "Ok(failed)",
+        ),
+        None => (
+            "Result<(), String>",
+            "            // An S3 event fails whole, and is retried.\n\
+             \x20           deny!(\"{payload} is poison\");"
+                .to_owned(),
+            "Ok(())",
+        ),
+    };
+    let macros = if batch.id.is_some() {
+        "config, info"
+    } else {
+        "config, deny, info"
+    };
+    let _ = writeln!(
+        w,
+        "use triggerfish_sdk::{module}::{{Guest, {item}}};\n\
+         use triggerfish_sdk::{{{macros}}};\n\n\
+         struct {ty};\n\n\
+         impl Guest for {ty} {{\n\
+         \x20   fn handle(records: Vec<{item}>) -> {ret} {{\n\
+         \x20       // Values from tenant.toml, [plugins.<file stem>.config].\n\
+         \x20       let poison = config::list(\"poison\");\n{failed}\
+         \x20       for record in &records {{\n\
+         \x20           let payload = {payload};\n\
+         \x20           if poison.iter().any(|p| payload.contains(p.as_str())) {{\n\
+         {failure}\n\
+         \x20           }}\n\
+         \x20           info!(\"{{}} bytes: {{payload}}\", payload.len());\n\
+         \x20           // TODO: the plugin's own logic. {hint}\n\
+         \x20       }}\n\
+         \x20       {done}\n\
+         \x20   }}\n\
+         }}\n",
+        payload = batch.payload,
+        hint = trigger.hint,
+        failed = if batch.id.is_some() {
+            "        let mut failed = Vec::new();\n"
+        } else {
+            ""
+        },
+    );
 }
 
 fn tests(w: &mut String, ty: &str, trigger: &TriggerTemplate) {
@@ -421,6 +554,39 @@ fn tests(w: &mut String, ty: &str, trigger: &TriggerTemplate) {
                  }}"
             );
         }
+        Shape::Records(batch) => {
+            let sample = |id: &str, payload: &str| {
+                batch
+                    .sample
+                    .replace("{id}", &format!("{id:?}"))
+                    .replace("{payload}", &format!("{payload:?}"))
+            };
+            let (jane, mallory) = (sample("1", "jane"), sample("2", "mallory"));
+            let (good, bad) = match batch.id {
+                Some(_) => (
+                    "Ok(Vec::new())".to_owned(),
+                    format!("{ty}::handle(vec![{jane}, {mallory}]), Ok(vec![\"2\".to_owned()])"),
+                ),
+                None => (
+                    "Ok(())".to_owned(),
+                    format!("{ty}::handle(vec![{mallory}]).unwrap_err(), \"mallory is poison\""),
+                ),
+            };
+            let _ = writeln!(
+                w,
+                "    #[test]\n\
+                 \x20   fn lets_other_records_through() {{\n\
+                 \x20       testing::set_config([(\"poison\", \"mallory\")]);\n\
+                 \x20       assert_eq!({ty}::handle(vec![{jane}]), {good});\n\
+                 \x20   }}\n\n\
+                 \x20   #[test]\n\
+                 \x20   fn reports_poisoned_records() {{\n\
+                 \x20       testing::set_config([(\"poison\", \"mallory\")]);\n\
+                 \x20       assert_eq!({bad});\n\
+                 \x20   }}\n\
+                 }}"
+            );
+        }
     }
 }
 
@@ -443,7 +609,7 @@ mod tests {
         assert_eq!(trigger("pre_sign_up").unwrap().module, "pre_sign_up");
         assert_eq!(trigger("sync-trigger").unwrap().name, "sync");
         assert!(trigger("pre-signup").is_none());
-        assert_eq!(TRIGGERS.len(), 14);
+        assert_eq!(TRIGGERS.len(), 18);
     }
 
     #[test]

@@ -28,8 +28,9 @@ pub struct Tally {
 }
 
 /// Runs `event` through the tenant's plugins serving `trigger`. A tenant
-/// with no such plugin gets the event back unchanged, as Cognito does with
-/// no trigger configured.
+/// with no such plugin gets its family's answer for an unserved event
+/// (the event unchanged, as Cognito does with no trigger configured; for
+/// stream records, no failures).
 pub(crate) async fn run(
     tenant: &Tenant,
     trigger: Trigger,
@@ -55,14 +56,13 @@ pub(crate) async fn run(
         .filter(|p| p.serves(trigger))
         .collect();
     let Some(first) = chain.first() else {
-        return Ok(event);
+        return Ok(trigger.family().unserved(event));
     };
     let handler = &first.compiled.handlers[&trigger];
-    let family = trigger.family();
     loop {
         tally.attempts += 1;
         let attempt = tally.attempts;
-        let args = Args::from_event(family, handler, &event)
+        let args = Args::from_event(trigger, handler, &event)
             .map_err(|error| InvokeError::Shape { trigger, error })?;
         match run_attempt(tenant, trigger, &chain, args, tally).await {
             Ok(args) => {
@@ -107,6 +107,9 @@ async fn run_attempt(
     let deadline = Instant::now() + tenant.limits.timeout;
     let log_budget = LogBudget::new(tenant.limits.log_bytes);
     for plugin in chain {
+        if args.is_spent() {
+            break;
+        }
         let settings = tenant.settings_for(&plugin.name);
         let call = Call {
             tenant: &tenant.name,
@@ -133,7 +136,9 @@ async fn run_attempt(
         tally.calls += 1;
         tally.fuel += called.fuel;
         match called.result {
-            Ok(Ok(ok)) => args.fold(ok),
+            Ok(Ok(ok)) => args
+                .fold(ok)
+                .map_err(|message| fail(ErrorKind::InvalidOutput, message, false))?,
             Ok(Err(denial)) => return Err(fail(ErrorKind::Denied, denial, false)),
             Err(f) => return Err(fail(f.kind, f.message, f.can_pass)),
         }

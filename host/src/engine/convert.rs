@@ -5,7 +5,9 @@
 //! export declares:
 //! - a WIT field `user-pool-id` is the JSON key `userPoolId` (kebab-case to
 //!   camelCase; [`json_name`] lists the one exception Cognito needs);
-//! - `list<tuple<string, T>>` is a JSON object, any other list an array;
+//! - `list<tuple<string, T>>` is a JSON object, `list<u8>` base64 text (as
+//!   Lambda writes bytes: Kinesis data, SQS binary attributes), any other
+//!   list an array;
 //! - `option<T>` is `null` or a missing key; a missing list is empty and a
 //!   missing `bool` is false, as Cognito leaves them out when empty;
 //! - an enum is its case name as a string;
@@ -15,6 +17,8 @@
 //! Going back, records are written over the JSON they came from, so keys
 //! the contract does not model survive untouched.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
 use wasmtime::component::{Type, Val};
@@ -163,7 +167,13 @@ pub fn to_val(ty: &Type, json: Option<&Value>) -> Result<Val, ConvertError> {
         ),
         Type::List(list) => {
             let element = list.ty();
-            if let Some(value_ty) = map_value_type(&element) {
+            if element == Type::U8 {
+                let text = json.as_str().ok_or_else(|| expected("base64 text", json))?;
+                let bytes = BASE64
+                    .decode(text)
+                    .map_err(|e| ConvertError::new(format!("expected base64 text: {e}")))?;
+                Val::List(bytes.into_iter().map(Val::U8).collect())
+            } else if let Some(value_ty) = map_value_type(&element) {
                 let object = json
                     .as_object()
                     .ok_or_else(|| expected("an object", json))?;
@@ -322,7 +332,18 @@ pub fn to_json(ty: &Type, val: &Val, original: Option<&Value>) -> Result<Value, 
         (_, Val::String(s)) => Value::String(s.clone()),
         (Type::List(list), Val::List(items)) => {
             let element = list.ty();
-            if let Some(value_ty) = map_value_type(&element) {
+            if element == Type::U8 {
+                let bytes: Option<Vec<u8>> = items
+                    .iter()
+                    .map(|item| match item {
+                        Val::U8(byte) => Some(*byte),
+                        _ => None,
+                    })
+                    .collect();
+                let bytes =
+                    bytes.ok_or_else(|| ConvertError::new("a byte list holds a non-byte"))?;
+                Value::String(BASE64.encode(bytes))
+            } else if let Some(value_ty) = map_value_type(&element) {
                 let mut object = Map::new();
                 for item in items {
                     let Val::Tuple(pair) = item else {

@@ -5,12 +5,16 @@
 //!   from plugin to plugin, each replacing it whole.
 //! - [`sync`]: Cognito Sync events; the `datasetRecords` are carried and
 //!   merged by key.
+//! - [`records`]: stream-record batches; the `Records` are carried, each
+//!   plugin's failures leave them, and the answer is Lambda's partial
+//!   batch response.
 //!
 //! The chain runner knows nothing of either: it asks the event's family
 //! for the arguments, hands each plugin's `ok` value back to [`Args::fold`]
 //! and, at the end, has [`Args::into_event`] write the result back. A new
 //! family is a new module here and a case of [`Family`].
 
+pub mod records;
 pub mod sync;
 pub mod user_pool;
 
@@ -19,6 +23,7 @@ pub use crate::trigger::Family;
 use crate::engine::convert::{to_json, to_val, ConvertError};
 use crate::plugin::{Handler, Plugin};
 use crate::trigger::Trigger;
+use records::Batch;
 use serde_json::Value;
 use wasmtime::component::{Type, Val};
 
@@ -40,22 +45,26 @@ impl Family {
         match self {
             Family::UserPool => user_pool::part(param),
             Family::Sync => sync::part(param),
+            Family::Records => records::part(param),
         }
     }
 
-    /// Folds a plugin's returned value into the carried one.
-    fn fold(self, carried: &mut Val, returned: Val) {
+    /// The answer to an event no plugin serves: the event as it came, or
+    /// for stream records a batch with no failures.
+    pub fn unserved(self, event: Value) -> Value {
         match self {
-            Family::UserPool => *carried = returned,
-            Family::Sync => sync::merge_records(carried, returned),
+            Family::UserPool | Family::Sync => event,
+            Family::Records => records::Batch::no_failures(),
         }
     }
 
     /// The message a caller gets when a chain of this family stops on an
-    /// error (Cognito's wording for both of today's families).
+    /// error: Cognito's wording for its triggers; for stream records the
+    /// handler's own, as Lambda reports it.
     pub fn failure_message(self, trigger: Trigger, message: &str) -> String {
         match self {
             Family::UserPool | Family::Sync => user_pool::cognito_wording(trigger, message),
+            Family::Records => message.to_owned(),
         }
     }
 }
@@ -66,15 +75,23 @@ pub(crate) struct Args {
     pub(crate) values: Vec<Val>,
     /// Index, type and event key of the carried argument.
     carried: Option<(usize, Type, &'static str)>,
+    /// Stream records: the batch's identifiers and failures.
+    batch: Option<Batch>,
 }
 
 impl Args {
-    /// The event as the arguments `handler` takes.
+    /// The event as the arguments `trigger`'s `handler` takes.
     pub(crate) fn from_event(
-        family: Family,
+        trigger: Trigger,
         handler: &Handler,
         event: &Value,
     ) -> Result<Args, ConvertError> {
+        let family = trigger.family();
+        let event = match family {
+            Family::Records => records::prepare(trigger, event),
+            Family::UserPool | Family::Sync => std::borrow::Cow::Borrowed(event),
+        };
+        let event = event.as_ref();
         let mut values = Vec::with_capacity(handler.params.len());
         let mut carried = None;
         for (i, (name, ty)) in handler.params.iter().enumerate() {
@@ -88,25 +105,54 @@ impl Args {
             };
             values.push(value);
         }
+        let batch = match (family, &carried) {
+            (Family::Records, Some((index, _, _))) => Some(Batch::new(trigger, &values[*index])),
+            _ => None,
+        };
         Ok(Args {
             family,
             values,
             carried,
+            batch,
         })
     }
 
     /// Takes a plugin's `ok` value into the carried argument, by the
-    /// family's rule.
-    pub(crate) fn fold(&mut self, ok: Option<Val>) {
+    /// family's rule: a user pool response replaces the one before, sync
+    /// records merge by key, failed stream records leave the batch. An
+    /// answer the rule cannot take (a failure report naming a record the
+    /// plugin was not given) is the error.
+    pub(crate) fn fold(&mut self, ok: Option<Val>) -> Result<(), String> {
         let (Some((index, _, _)), Some(returned)) = (&self.carried, ok) else {
-            return;
+            return Ok(());
         };
-        self.family.fold(&mut self.values[*index], returned);
+        let carried = &mut self.values[*index];
+        match (self.family, &mut self.batch) {
+            (Family::UserPool, _) => *carried = returned,
+            (Family::Sync, _) => sync::merge_records(carried, returned),
+            (Family::Records, Some(batch)) => batch.fold(carried, returned)?,
+            (Family::Records, None) => {}
+        }
+        Ok(())
     }
 
-    /// Writes the carried argument back into the event; every field the
-    /// contract does not model stays as it came.
+    /// Whether nothing is left for the next plugin: every record of a
+    /// batch has failed.
+    pub(crate) fn is_spent(&self) -> bool {
+        match (&self.batch, &self.carried) {
+            (Some(_), Some((index, _, _))) => records::is_empty(&self.values[*index]),
+            _ => false,
+        }
+    }
+
+    /// The chain's answer. For Cognito's families, the carried argument
+    /// written back into the event, where every field the contract does
+    /// not model stays as it came; for stream records, Lambda's partial
+    /// batch response.
     pub(crate) fn into_event(self, mut event: Value) -> Result<Value, ConvertError> {
+        if let Some(batch) = &self.batch {
+            return Ok(batch.response());
+        }
         if let Some((index, ty, key)) = &self.carried {
             let json =
                 to_json(ty, &self.values[*index], event.get(*key)).map_err(|e| e.within(*key))?;
@@ -125,5 +171,5 @@ pub fn round_trip(plugin: &Plugin, trigger: Trigger, event: Value) -> Result<Val
     let Some(handler) = plugin.compiled.handlers.get(&trigger) else {
         return Ok(event);
     };
-    Args::from_event(trigger.family(), handler, &event)?.into_event(event)
+    Args::from_event(trigger, handler, &event)?.into_event(event)
 }

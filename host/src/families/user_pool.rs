@@ -16,5 +16,5 @@ pub(super) fn part(param: &str) -> Part {
 /// Cognito's wording of a failed trigger: "PreSignUp failed with error
 /// <message>."
 pub(super) fn cognito_wording(trigger: Trigger, message: &str) -> String {
-    format!("{} failed with error {message}.", trigger.cognito_name())
+    format!("{} failed with error {message}.", trigger.aws_name())
 }

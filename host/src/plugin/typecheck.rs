@@ -68,6 +68,7 @@ pub(super) fn typecheck(
     store: &mut Store<CallState>,
     instance: &Instance,
 ) -> wasmtime::Result<()> {
+    use bindings::exports::triggerfish::records::{dynamodb_stream, kinesis, s3, sqs};
     use bindings::exports::triggerfish::sync::sync_trigger;
     use bindings::exports::triggerfish::user_pool::*;
     macro_rules! check {
@@ -90,6 +91,10 @@ pub(super) fn typecheck(
         Trigger::CustomEmailSender => check!(custom_email_sender),
         Trigger::CustomSmsSender => check!(custom_sms_sender),
         Trigger::Sync => check!(sync_trigger),
+        Trigger::Kinesis => check!(kinesis),
+        Trigger::DynamodbStream => check!(dynamodb_stream),
+        Trigger::Sqs => check!(sqs),
+        Trigger::S3 => check!(s3),
     }
     Ok(())
 }

@@ -133,3 +133,35 @@ pub mod sync_trigger {
         export_macro_name: "export_sync_trigger",
     });
 }
+
+macro_rules! records_world {
+    ($module:ident, $world:literal, $macro:literal) => {
+        pub mod $module {
+            wit_bindgen::generate!({
+                path: "../../wit",
+                world: $world,
+                with: {
+                    "triggerfish:host/log@0.1.0": crate::bindings::host::triggerfish::host::log,
+                    "triggerfish:host/config@0.1.0": crate::bindings::host::triggerfish::host::config,
+                },
+                additional_derives: [PartialEq],
+                runtime_path: "::triggerfish_sdk::wit_bindgen::rt",
+                pub_export_macro: true,
+                export_macro_name: $macro,
+            });
+        }
+    };
+}
+
+records_world!(
+    kinesis,
+    "triggerfish:records/kinesis-plugin@0.1.0",
+    "export_kinesis"
+);
+records_world!(
+    dynamodb_stream,
+    "triggerfish:records/dynamodb-stream-plugin@0.1.0",
+    "export_dynamodb_stream"
+);
+records_world!(sqs, "triggerfish:records/sqs-plugin@0.1.0", "export_sqs");
+records_world!(s3, "triggerfish:records/s3-plugin@0.1.0", "export_s3");

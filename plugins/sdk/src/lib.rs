@@ -80,6 +80,7 @@ pub use wit_bindgen;
 #[doc(hidden)]
 pub mod bindings;
 pub mod config;
+mod dynamodb;
 mod helpers;
 pub mod http;
 mod log;
@@ -193,6 +194,44 @@ pub mod sync_trigger {
     };
 }
 
+/// Kinesis data stream records: `handle` gets a batch and returns the
+/// sequence numbers of the records that failed. Events whose `Records`
+/// come from `aws:kinesis`.
+pub mod kinesis {
+    pub use crate::bindings::kinesis::exports::triggerfish::records::kinesis::{
+        Guest, KinesisData, KinesisRecord,
+    };
+}
+
+/// DynamoDB stream records: `handle` gets a batch of item changes and
+/// returns the sequence numbers of the records that failed. Keys and
+/// images are DynamoDB JSON text; [`dynamodb_stream::unmarshall`] reads
+/// them as plain JSON. Events whose `Records` come from `aws:dynamodb`.
+pub mod dynamodb_stream {
+    pub use crate::bindings::dynamodb_stream::exports::triggerfish::records::dynamodb_stream::{
+        DynamodbRecord, EventName, Guest, StreamRecord,
+    };
+    pub use crate::dynamodb::unmarshall;
+}
+
+/// SQS messages: `handle` gets a batch and returns the message ids of the
+/// messages that failed, which come back after the visibility timeout.
+/// Events whose `Records` come from `aws:sqs`.
+pub mod sqs {
+    pub use crate::bindings::sqs::exports::triggerfish::records::sqs::{
+        Guest, Message, MessageAttribute,
+    };
+}
+
+/// S3 object events: `handle` gets the event's records; an error fails
+/// the whole event, which is retried. Events whose `Records` come from
+/// `aws:s3` (or `minio:s3`).
+pub mod s3 {
+    pub use crate::bindings::s3::exports::triggerfish::records::s3::{
+        Bucket, Entity, Guest, Object, S3Record, UserIdentity,
+    };
+}
+
 /// Refuses the event: returns `Err` with a `format!`-style message from the
 /// enclosing handler. The caller sees `"<Trigger> failed with error
 /// <message>."` and the chain stops.
@@ -228,7 +267,8 @@ pub fn deny<T>(message: impl Into<String>) -> Result<T, String> {
 /// `define_auth_challenge`, `create_auth_challenge`,
 /// `verify_auth_challenge_response`, `pre_token_generation`,
 /// `pre_token_generation_v2`, `user_migration`, `custom_message`,
-/// `custom_email_sender`, `custom_sms_sender`, `sync_trigger`. Use it once
+/// `custom_email_sender`, `custom_sms_sender`, `sync_trigger`, and for
+/// stream records `kinesis`, `dynamodb_stream`, `sqs`, `s3`. Use it once
 /// per plugin crate, at the top level.
 #[macro_export]
 macro_rules! export {
@@ -292,13 +332,25 @@ macro_rules! __export_trigger {
     ($plugin:ident, sync_trigger) => {
         $crate::__export_sync_plugin_impl!($plugin with_types_in $crate::bindings::sync_trigger);
     };
+    ($plugin:ident, kinesis) => {
+        $crate::__export_kinesis_plugin_impl!($plugin with_types_in $crate::bindings::kinesis);
+    };
+    ($plugin:ident, dynamodb_stream) => {
+        $crate::__export_dynamodb_stream_plugin_impl!($plugin with_types_in $crate::bindings::dynamodb_stream);
+    };
+    ($plugin:ident, sqs) => {
+        $crate::__export_sqs_plugin_impl!($plugin with_types_in $crate::bindings::sqs);
+    };
+    ($plugin:ident, s3) => {
+        $crate::__export_s3_plugin_impl!($plugin with_types_in $crate::bindings::s3);
+    };
     ($plugin:ident, $other:ident) => {
         ::core::compile_error!(::core::concat!(
             "`", ::core::stringify!($other), "` is not a trigger: use one of pre_sign_up, ",
             "post_confirmation, pre_authentication, post_authentication, define_auth_challenge, ",
             "create_auth_challenge, verify_auth_challenge_response, pre_token_generation, ",
             "pre_token_generation_v2, user_migration, custom_message, custom_email_sender, ",
-            "custom_sms_sender, sync_trigger"
+            "custom_sms_sender, sync_trigger, kinesis, dynamodb_stream, sqs, s3"
         ));
     };
 }

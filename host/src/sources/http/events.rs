@@ -51,7 +51,7 @@ fn chain_error_body(error: &ChainError) -> Value {
         "kind": error.kind.as_str(),
         "message": error.cognito_message(),
         "reason": error.message,
-        "trigger": error.trigger.cognito_name(),
+        "trigger": error.trigger.aws_name(),
         "plugin": error.plugin,
         "attempts": error.attempts,
     }})

@@ -3,6 +3,7 @@
 
 triggerfish_sdk::bindings!("../../../wit", "triggerfish:user-pool/every-trigger");
 
+use exports::triggerfish::records::{dynamodb_stream, kinesis, s3, sqs};
 use exports::triggerfish::sync::sync_trigger;
 use exports::triggerfish::user_pool::*;
 
@@ -133,6 +134,30 @@ impl sync_trigger::Guest for Probe {
         _: sync_trigger::DatasetRecords,
     ) -> Result<sync_trigger::DatasetRecords, String> {
         Err("handled by sync-trigger".into())
+    }
+}
+
+impl kinesis::Guest for Probe {
+    fn handle(_: Vec<kinesis::KinesisRecord>) -> Result<Vec<String>, String> {
+        Err("handled by kinesis".into())
+    }
+}
+
+impl dynamodb_stream::Guest for Probe {
+    fn handle(_: Vec<dynamodb_stream::DynamodbRecord>) -> Result<Vec<String>, String> {
+        Err("handled by dynamodb-stream".into())
+    }
+}
+
+impl sqs::Guest for Probe {
+    fn handle(_: Vec<sqs::Message>) -> Result<Vec<String>, String> {
+        Err("handled by sqs".into())
+    }
+}
+
+impl s3::Guest for Probe {
+    fn handle(_: Vec<s3::S3Record>) -> Result<(), String> {
+        Err("handled by s3".into())
     }
 }
 

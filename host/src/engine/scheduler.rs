@@ -26,15 +26,13 @@
 //!   header or function entry, not a tick.
 //! - A call still running after [`LONG_AFTER`] of CPU is *long*: at its
 //!   next tick it leaves the async workers (`block_in_place` hands the
-//!   worker's other tasks to a new worker) for a thread of its own at a
-//!   lower operating system priority ([`LONG_NICE`]), where it takes one of
-//!   the *long turns* (half as many as worker turns, at least one), shared
-//!   between tenants in the same way but kept apart, under a lock of their
-//!   own that no async worker waits for. A long call yields its core to
-//!   the operating system at every tick. The workers stay free for short
-//!   calls and for everything that is not WebAssembly (HTTP, JSON), which
-//!   no turn covers; the operating system gives long calls the CPU that
-//!   short work leaves.
+//!   worker's other tasks to a new worker, and the thread goes on with the
+//!   call alone), where it takes one of the *long turns* (half as many as
+//!   worker turns, at least one), shared between tenants in the same way
+//!   but kept apart, under a lock of their own that no async worker waits
+//!   for. A long call yields its core to the operating system at every
+//!   tick. The workers stay free for short calls and for everything that
+//!   is not WebAssembly (HTTP, JSON), which no turn covers.
 //!
 //! Each call records whether it was *crowded*: whether another call of its
 //! own tenant held or waited for a turn of the same kind while it waited
@@ -49,8 +47,7 @@
 //!   tenant weigh as much as one call of another.
 //! - A runaway call occupies an async worker for at most about two epoch
 //!   ticks (a few ms) of CPU; after that it competes only with other long
-//!   calls, for at most half the cores' turns, at a lower priority than the
-//!   workers. A short call (the usual plugin call takes tens of
+//!   calls, for at most half the cores' turns. A short call (the usual plugin call takes tens of
 //!   microseconds) so finds a worker and a worker turn soon, whatever long
 //!   calls are running.
 //! - A call that waits in the host (sleep, outbound HTTP) holds no turn.
@@ -66,11 +63,10 @@
 //! - A tenant's virtual runtime lives only while it has calls registered;
 //!   the shares are fair between tenants active at the same time, not over
 //!   a longer history.
-//! - A long call occupies a thread of its own and, while it runs, one
-//!   thread of the async runtime's blocking pool (tokio's
-//!   `block_in_place`); the instance pool (`--max-instances`, 256) bounds
-//!   both. If no thread can be started, the call finishes on the blocking
-//!   thread, at normal priority.
+//! - A long call occupies the thread it started on, while tokio starts
+//!   (or takes from its blocking pool) another to be the worker
+//!   (`block_in_place`); the instance pool (`--max-instances`, 256) bounds
+//!   how many such threads there are.
 //! - On a current-thread async runtime a long call cannot leave its thread
 //!   and stays where it is (turns still order the calls).
 //! - Load-time probes of new plugins run without a turn (they have their
@@ -92,9 +88,13 @@
 //!   leaves and re-enters a fiber and wakes a task) for no gain in
 //!   fairness.
 //! - Long turns are half the cores so that, however many long calls there
-//!   are, the workers compete against at most that many threads at
-//!   [`LONG_NICE`]: Linux weighs nice 0 at 1024 and nice 10 at 110, so two
-//!   busy workers keep about 95% of two cores against one long thread.
+//!   are, they run on at most half the cores' worth of threads, and the
+//!   workers keep the other half. The long threads run at the workers'
+//!   priority: a lower one was tried (`nice` 10, 19, `SCHED_IDLE`) and
+//!   stalled the workers for tens of milliseconds now and then (at
+//!   `nice` 10 when other work kept the machine busy): a thread that
+//!   seldom runs can hold a lock (the kernel's or the allocator's) a
+//!   worker then waits for.
 
 use super::EPOCH_TICK;
 use std::collections::{HashMap, VecDeque};
@@ -113,14 +113,6 @@ pub const SLICE: Duration = Duration::from_millis(10);
 /// CPU time after which a call is long, and leaves the async workers at
 /// its next epoch tick: it holds a worker for at most about two ticks.
 pub const LONG_AFTER: Duration = EPOCH_TICK;
-
-/// The `nice` value of the threads long calls run on (Linux): the
-/// operating system gives them about a tenth of the CPU that busy async
-/// workers get, and all of it when the workers are idle. Lower priorities
-/// (19, `SCHED_IDLE`) were measured to stall the workers now and then for
-/// tens of milliseconds: a thread that seldom runs can hold a lock (of the
-/// kernel's or the allocator's) a worker then waits for.
-pub const LONG_NICE: i32 = 10;
 
 /// What a running plugin does at an epoch tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,8 +488,8 @@ impl Turn {
     /// gives it back when `work` ends or is dropped.
     ///
     /// When the call turns long on a multi-thread runtime, the worker hands
-    /// its other tasks to another thread (`block_in_place`) and the rest of
-    /// the call runs on a thread of its own at [`LONG_NICE`]. Calls must
+    /// its other tasks to another thread (`block_in_place`) and goes on
+    /// with the rest of the call alone, with a long turn. Calls must
     /// come from a task of a multi-thread runtime or from its
     /// `Runtime::block_on`, or from a current-thread runtime.
     pub(crate) async fn run<F>(
@@ -506,8 +498,7 @@ impl Turn {
         work: F,
     ) -> Result<F::Output, Elapsed>
     where
-        F: Future + Send,
-        F::Output: Send,
+        F: Future,
     {
         // However the call ends, its turn goes back and it leaves its
         // queue, under one lock.
@@ -540,12 +531,11 @@ impl Turn {
                 self.to_long();
             }
         }
-        // Shared by the long thread and, should no thread be had, this one.
-        let step = Mutex::new(step);
-        let finish = || {
+        // Off the workers: this worker's other tasks go to a new one, and
+        // this thread runs the rest of the call on its own.
+        tokio::task::block_in_place(|| {
             let off_worker = std::future::poll_fn(|cx| {
-                let mut step = step.lock().unwrap_or_else(|e| e.into_inner());
-                let polled = (*step)(cx, false);
+                let polled = step(cx, false);
                 if polled.is_pending() {
                     // At every tick, give the core to the operating system:
                     // a woken worker then need not wait out this thread's
@@ -560,28 +550,10 @@ impl Turn {
                 .block_on(async { tokio::time::timeout_at(deadline, off_worker).await })
                 .map(|output| output.expect("runs to its end off the workers"))
                 .map_err(|_| Elapsed);
-            // Give the long turn back here, so that the worker never takes
-            // the long turns' lock.
+            // Give the long turn back before this thread may become a
+            // worker again.
             self.leave();
             output
-        };
-        tokio::task::block_in_place(|| {
-            std::thread::scope(|scope| {
-                let long = std::thread::Builder::new()
-                    .name("triggerfish-long".into())
-                    .spawn_scoped(scope, || {
-                        lower_priority();
-                        finish()
-                    });
-                match long {
-                    Ok(thread) => thread
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    // No thread to be had: finish here, the worker's other
-                    // tasks having been handed on.
-                    Err(_) => finish(),
-                }
-            })
         })
     }
 
@@ -750,17 +722,6 @@ impl Turn {
             || self
                 .here()
                 .is_some_and(|(pool, id)| pool.lock().calls[&id].crowded)
-    }
-}
-
-/// Lowers the calling thread's priority to [`LONG_NICE`]. Raising a nice
-/// value needs no privilege; a failure leaves the thread as it was.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread, with no pointers.
-    unsafe {
-        let thread = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, LONG_NICE);
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - `build-plugins`: build every guest for wasm32-wasip2.
 //! - `demo [--listen ADDR]`: build the plugins, lay out a `demo` tenant in
-//!   `target/demo/`, and serve it.
+//!   `target/demo/`, make an operator key (`target/demo-operator/`, kept
+//!   across runs) for `/metrics` and `/status`, and serve it.
 //! - `bench [--seconds N] [--out FILE] [--only SECTION,...]`: build in
 //!   release mode and write BENCHMARKS.md, or print only the named
 //!   sections (see `bench/`).
@@ -22,14 +23,16 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use xtask::{
-    build_guests, install_plugin, new_plugin, template, with_plugin_config, workspace_root, Guest,
+    build_guests, demo_admin_key, install_plugin, new_plugin, template, with_plugin_config,
+    workspace_root, Guest,
 };
 
 const USAGE: &str =
     "usage: cargo xtask build-plugins | build-js | demo [--listen ADDR] | demo-plugins
        | bench [--seconds N] [--out FILE] [--only SECTION,...]
        | new <name> --trigger <trigger>
-       | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...";
+       | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...
+                        [--url URL [--key KEY]]";
 
 /// The demo tenant's chain: (file name in the tenant folder, package).
 const DEMO_CHAIN: &[(&str, &str)] = &[
@@ -131,17 +134,61 @@ fn demo(args: &[String]) -> Result<(), String> {
     let plugins_dir = workspace_root().join("target").join("demo");
     println!("demo tenant ready in {}", plugins_dir.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
+    // The operator's key, for /metrics and /status; kept across runs.
+    let operator_dir = workspace_root().join("target").join("demo-operator");
+    let (key, keys_file) = demo_admin_key(&operator_dir, |key| hash_key(&cargo, key))?;
+    let key_file = operator_dir.join("admin-key");
+    let key_file = key_file
+        .strip_prefix(workspace_root())
+        .unwrap_or(&key_file)
+        .display();
+    println!(
+        "\noperator key: {key}\n  (kept in {key_file}; its hash in {})\n\
+         metrics:     curl -s -H \"Authorization: Bearer $(cat {key_file})\" http://{listen}/metrics\n\
+         status page: http://{listen}/status (log in with the key)\n",
+        keys_file.display()
+    );
+    let status = Command::new(&cargo)
         .current_dir(workspace_root())
         .args(["run", "-p", "triggerfish", "--", "serve", "--plugins-dir"])
         .arg(&plugins_dir)
         .args(["--listen", &listen])
+        .arg("--admin-keys")
+        .arg(&keys_file)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     status
         .success()
         .then_some(())
         .ok_or_else(|| "the host exited with an error".to_owned())
+}
+
+/// `triggerfish hash-key`, the key on standard input (not in the process
+/// list).
+fn hash_key(cargo: &str, key: &str) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["run", "-q", "-p", "triggerfish", "--", "hash-key"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(key.as_bytes())
+        .map_err(|e| format!("cannot hand the key to hash-key: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot run hash-key: {e}"))?;
+    let hash = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || !hash.starts_with("sha256:") {
+        return Err("`triggerfish hash-key` failed".to_owned());
+    }
+    Ok(hash)
 }
 
 fn build_js() -> Result<(), String> {
@@ -180,10 +227,13 @@ fn install(args: &[String]) -> Result<(), String> {
     };
     let (mut tenant, mut file) = ("demo".to_owned(), format!("30-{name}.wasm"));
     let mut config = Vec::new();
+    let (mut url, mut key) = (None, None);
     while let [flag, value, tail @ ..] = rest {
         match flag.as_str() {
             "--tenant" => tenant = value.clone(),
             "--as" => file = value.clone(),
+            "--url" => url = Some(value.clone()),
+            "--key" => key = Some(value.clone()),
             "--config" if value.contains('=') => config.push(value.clone()),
             "--config" => return Err(format!("--config takes `KEY = VALUE`, not `{value}`")),
             _ => return Err(USAGE.to_owned()),
@@ -196,11 +246,24 @@ fn install(args: &[String]) -> Result<(), String> {
     if !file.ends_with(".wasm") || file.contains(['/', '\\']) {
         return Err(format!("`{file}` must be a file name ending in .wasm"));
     }
+    if url.is_some() && !config.is_empty() {
+        return Err(
+            "--config edits the local tenant.toml; against a host at --url, \
+             deploy a whole tenant.toml with `triggerfish deploy --config FILE`"
+                .to_owned(),
+        );
+    }
+    if key.is_some() && url.is_none() {
+        return Err("--key is for deploying to a host at --url".to_owned());
+    }
     let guests = build_guests()?;
     let guest = guests
         .iter()
         .find(|g| g.package == *name)
         .ok_or_else(|| format!("no plugin crate `{name}` under plugins/"))?;
+    if let Some(url) = url {
+        return deploy_over_http(&guest.wasm, &tenant, &file, &url, key.as_deref());
+    }
     let dir = workspace_root().join("target").join("demo").join(&tenant);
     if !config.is_empty() {
         let path = dir.join("tenant.toml");
@@ -214,6 +277,37 @@ fn install(args: &[String]) -> Result<(), String> {
     let installed = install_plugin(&guest.wasm, &dir, &file)?;
     println!("installed {}", installed.display());
     Ok(())
+}
+
+/// Deploys a built plugin to a running host with `triggerfish deploy`
+/// (the key from `key`, else from TRIGGERFISH_DEPLOY_KEY).
+fn deploy_over_http(
+    wasm: &Path,
+    tenant: &str,
+    file: &str,
+    url: &str,
+    key: Option<&str>,
+) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["run", "--quiet", "-p", "triggerfish", "--", "deploy"])
+        .arg(wasm)
+        .args(["--tenant", tenant, "--url", url, "--name"])
+        .arg(file.trim_end_matches(".wasm"));
+    if let Some(key) = key {
+        // Through the environment, not the command line, so that it stays
+        // out of the process list.
+        command.env("TRIGGERFISH_DEPLOY_KEY", key);
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "the deploy failed (see above)".to_owned())
 }
 
 /// The demo tenant's folder.

@@ -4,7 +4,7 @@
 
 use super::error::ErrorKind;
 use crate::engine::outbound::Outbound;
-use crate::engine::state::{CallState, LogBudget, PluginConfig};
+use crate::engine::state::{CallState, LogBudget, LogTail, PluginConfig};
 use crate::limits::Limits;
 use crate::plugin::{Handler, Plugin};
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub(crate) struct Call<'a> {
     pub(crate) config: Arc<PluginConfig>,
     pub(crate) outbound: Arc<Outbound>,
     pub(crate) log_budget: Arc<LogBudget>,
+    /// Where the invocation's log lines are kept for its caller, if asked.
+    pub(crate) log_tail: Option<Arc<LogTail>>,
     pub(crate) deadline: Instant,
     /// The whole chain's budget, to tell a starved call from a runaway one.
     pub(crate) budget: std::time::Duration,
@@ -100,6 +102,9 @@ impl Call<'_> {
             self.log_budget.clone(),
         );
         state.turn = Some(turn.clone());
+        if let Some(tail) = &self.log_tail {
+            state.capture_logs(tail.clone(), &self.plugin.name);
+        }
         let mut store = match self.plugin.compiled.new_store(state, self.limits.fuel) {
             Ok(store) => store,
             Err(e) => return (Err(CallFailure::new(ErrorKind::Trap, e.to_string())), 0),

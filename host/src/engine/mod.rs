@@ -13,7 +13,7 @@ pub mod state;
 
 use scheduler::{Scheduler, Tick, Turn};
 use state::CallState;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
@@ -128,6 +128,8 @@ pub struct Runtime {
     instance_slots: Arc<tokio::sync::Semaphore>,
     /// CPU turns, shared fairly between tenants.
     scheduler: Arc<Scheduler>,
+    /// Calls waiting for a slot now, for the metrics.
+    waiting_for_slot: AtomicUsize,
     linker: Linker<CallState>,
     config: RuntimeConfig,
     stop_ticker: Arc<AtomicBool>,
@@ -163,6 +165,7 @@ impl Runtime {
         Ok(Runtime {
             instance_slots: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
             scheduler,
+            waiting_for_slot: AtomicUsize::new(0),
             engine,
             linker,
             config,
@@ -190,11 +193,34 @@ impl Runtime {
     /// Waits for a free instance slot; the slot is held until the permit
     /// is dropped.
     pub(crate) async fn instance_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(permit) = self.instance_slots.clone().try_acquire_owned() {
+            return permit;
+        }
+        // Counted while waiting, and uncounted however the wait ends (the
+        // caller's deadline drops this future).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting_for_slot.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting_for_slot);
         self.instance_slots
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")
+    }
+
+    /// Instance slots held by plugin calls now (of `max_instances`).
+    pub fn instance_slots_in_use(&self) -> usize {
+        (self.config.max_instances as usize).saturating_sub(self.instance_slots.available_permits())
+    }
+
+    /// Plugin calls waiting for a free instance slot now.
+    pub fn instance_slots_waiting(&self) -> usize {
+        self.waiting_for_slot.load(Ordering::Relaxed)
     }
 }
 

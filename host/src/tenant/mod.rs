@@ -8,6 +8,7 @@
 //!     20-add-to-group.wasm  run after 10-…: chains run in file-name order
 //! ```
 
+pub mod deploy;
 pub mod file;
 pub mod files;
 pub mod operator;
@@ -65,6 +66,7 @@ impl Settings {
     /// The settings `file` asks for, or the first key that asks for more
     /// than `policy` allows.
     pub(super) fn resolve(file: TenantFile, policy: &TenantPolicy) -> Result<Settings, String> {
+        file.auth.check()?;
         // The built-in defaults, unless the operator's ceiling is lower.
         let defaults = Limits::default().capped_at(&policy.limits);
         let limits = file.limits.within(&defaults, &policy.limits, "limits")?;
@@ -303,6 +305,13 @@ impl Default for Inflight {
 pub struct InflightSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl Tenant {
+    /// Invocations of this tenant running now.
+    pub fn in_flight(&self) -> usize {
+        self.quotas
+            .concurrency
+            .saturating_sub(self.inflight.0.available_permits())
+    }
+
     /// Takes a slot for an invocation, or none when the tenant already
     /// runs as many as its `[quotas] concurrency` allows.
     pub fn try_start(&self) -> Option<InflightSlot> {

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod compile_limits;
 mod deploy;
+mod fairness;
 mod fuzz;
 mod hostile_files;
 mod http_api;

@@ -4,8 +4,9 @@
 //! - `demo [--listen ADDR]`: build the plugins, lay out a `demo` tenant in
 //!   `target/demo/`, make an operator key (`target/demo-operator/`, kept
 //!   across runs) for `/metrics` and `/status`, and serve it.
-//! - `bench [--seconds N] [--out FILE]`: build in release mode and write
-//!   BENCHMARKS.md (see `bench/`).
+//! - `bench [--seconds N] [--out FILE] [--only SECTION,...]`: build in
+//!   release mode and write BENCHMARKS.md, or print only the named
+//!   sections (see `bench/`).
 //! - `demo-plugins`: build the plugins and lay out the demo tenant again
 //!   (a running demo host picks them up).
 //! - `build-js`: build the JavaScript plugins (componentize-js from npm,
@@ -32,7 +33,7 @@ use xtask::{
 
 const USAGE: &str =
     "usage: cargo xtask build-plugins | build-js | build-py | demo [--listen ADDR] | demo-plugins
-       | bench [--seconds N] [--out FILE]
+       | bench [--seconds N] [--out FILE] [--only SECTION,...]
        | new <name> --trigger <trigger> [--lang rust|python]
        | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...
                         [--url URL [--key KEY]]";

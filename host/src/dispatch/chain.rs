@@ -2,7 +2,8 @@
 //! given the event as the one before it left it; the first error stops
 //! the chain. The whole chain has the tenant's wall-clock budget per
 //! attempt, and only failures that can pass on a second try (a plugin
-//! starved of CPU, an overloaded host) are retried.
+//! starved of CPU by other tenants, an overloaded host) are retried: see
+//! [`ErrorKind::Timeout`].
 
 use super::call::Call;
 use super::error::{ChainError, ErrorKind, InvokeError};
@@ -130,6 +131,7 @@ async fn run_attempt(
         }
         let settings = tenant.settings_for(&plugin.name);
         let call = Call {
+            tenant: &tenant.name,
             plugin,
             handler: &plugin.compiled.handlers[&trigger],
             limits: &settings.limits,

@@ -3,12 +3,15 @@
 //!
 //! One [`Runtime`] per process: one `Engine` (component model, fuel,
 //! epoch interruption, pooling allocator), one epoch ticker thread, one
-//! `Linker` holding WASI and the host's `log` and `config` imports.
+//! [`Scheduler`] of CPU turns, one `Linker` holding WASI and the host's
+//! `log` and `config` imports.
 
 pub mod convert;
 pub mod outbound;
+pub mod scheduler;
 pub mod state;
 
+use scheduler::{Scheduler, Tick, Turn};
 use state::CallState;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,9 +30,13 @@ pub(crate) mod bindings {
 
 use bindings::triggerfish::host::{config, log};
 
-/// How often the epoch ticks. A running plugin yields to the async runtime
-/// at every tick, and a chain overshoots its budget by at most about one.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch ticks. A running plugin checks in with the
+/// [`Scheduler`] at every tick (it goes on, yields its thread, or gives its
+/// turn away), and a chain overshoots its budget by at most about one.
+/// Short, so that a call holds an async worker for at most about two ticks
+/// before it moves off the workers ([`scheduler::LONG_AFTER`]); a tick costs
+/// a running plugin one check of a lock, 500 times a second.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Largest stack a plugin's WebAssembly may use before it traps with
 /// "stack overflow".
@@ -95,12 +102,18 @@ pub(crate) fn new_store(
         store.set_fuel(fuel)?;
     }
     if metering.epochs {
-        // Yield to the async runtime at every tick, counting the ticks
-        // spent running; the chain's deadline itself is a timeout around
-        // the call, which also covers time spent in host calls.
-        store.epoch_deadline_callback(|mut ctx| {
-            ctx.data_mut().running_ticks += 1;
-            Ok(UpdateDeadline::Yield(1))
+        // At every tick (or when the scheduler advances the epoch for a
+        // waiting call) a call with a turn asks the scheduler whether to go
+        // on, yield its thread, or give its turn away; one without (a
+        // load-time probe) yields. The chain's deadline itself is a timeout
+        // around the call, which also covers time spent in host calls.
+        // tokio's own yield lets the worker poll for I/O before coming back.
+        store.epoch_deadline_callback(|ctx| {
+            let tick = ctx.data().turn.as_ref().map_or(Tick::Yield, Turn::at_tick);
+            Ok(match tick {
+                Tick::Continue => UpdateDeadline::Continue(1),
+                Tick::Yield => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
+            })
         });
         store.set_epoch_deadline(1);
     }
@@ -113,6 +126,8 @@ pub struct Runtime {
     /// One permit per instance slot of the pool: a call waits here (within
     /// its chain's budget) rather than fail on a full pool.
     instance_slots: Arc<tokio::sync::Semaphore>,
+    /// CPU turns, shared fairly between tenants.
+    scheduler: Arc<Scheduler>,
     /// Calls waiting for a slot now, for the metrics.
     waiting_for_slot: AtomicUsize,
     linker: Linker<CallState>,
@@ -129,6 +144,10 @@ impl Runtime {
         log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         config::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
 
+        // As many worker turns as the async runtime has workers (tokio's
+        // default, and `serve`'s: one per core).
+        let turns = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let scheduler = Scheduler::new(turns, Some(engine.weak()));
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
         let stop = stop_ticker.clone();
@@ -145,6 +164,7 @@ impl Runtime {
             })?;
         Ok(Runtime {
             instance_slots: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
+            scheduler,
             waiting_for_slot: AtomicUsize::new(0),
             engine,
             linker,
@@ -163,6 +183,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The CPU turns plugin calls take.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
     /// Waits for a free instance slot; the slot is held until the permit

@@ -4,6 +4,7 @@
 
 use super::bindings::triggerfish::host::{config, log};
 use super::outbound::{Outbound, OutboundHooks};
+use super::scheduler::Turn;
 use crate::limits::Limits;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -137,9 +138,9 @@ pub struct CallState {
     /// Where this call's log lines are also kept for the caller, under
     /// the plugin's name.
     log_tail: Option<(Arc<LogTail>, String)>,
-    /// Epoch ticks during which this call was running: its CPU time,
-    /// roughly, as opposed to the wall time it waited.
-    pub(crate) running_ticks: u32,
+    /// The call's claim on CPU turns, for the epoch callback; none for a
+    /// load-time probe.
+    pub(crate) turn: Option<Turn>,
 }
 
 impl CallState {
@@ -167,7 +168,7 @@ impl CallState {
             config,
             log_budget,
             log_tail: None,
-            running_ticks: 0,
+            turn: None,
         }
     }
 

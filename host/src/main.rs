@@ -405,6 +405,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             };
             let streams = Arc::new(Streams::new(engine));
+            if let Some(admin) = &admin {
+                admin.metrics.register_collector(Box::new(
+                    triggerfish::ops::metrics::StreamMetrics {
+                        streams: streams.clone(),
+                    },
+                ));
+                admin.set_streams(streams.clone());
+            }
             let api = Api {
                 tenants: tenants.clone(),
                 dispatcher: dispatcher.clone(),

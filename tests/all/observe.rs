@@ -585,3 +585,104 @@ async fn an_operator_key_deploys_to_any_tenant() {
     assert_eq!(put(ADMIN_KEY).await, 201, "{}", host.last_log());
     assert!(dir.tenant_dir("acme").join("20-deny.wasm").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_figures_reach_the_metrics_and_the_status_page() {
+    let dir = PluginsDir::new();
+    let keys = acme(&dir);
+    dir.plugin("shop", "10-probe.wasm", guests::RECORDS_PROBE)
+        .settings(
+            "shop",
+            "[auth]\nmode = \"none\"\n\
+         [[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\n\
+         report-batch-item-failures = true\nmax-retry-attempts = 0\non-failure = \"orders-dlq\"\n",
+        );
+    let host = tokio::task::spawn_blocking({
+        let path = dir.path().to_owned();
+        move || ServeProcess::start(&path, &["--admin-keys", keys.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    let base = host.base.as_str();
+    use base64::Engine as _;
+    let records: Vec<Value> = ["a", "fail", "c"]
+        .iter()
+        .map(|data| json!({"PartitionKey": "k", "Data": base64::engine::general_purpose::STANDARD.encode(data)}))
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants/shop/streams/orders/records"))
+        .json(&json!({ "Records": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // `a` is committed; with no retries, the batch from the failed record
+    // on (`fail`, `c`) goes to the failure destination, as Lambda does;
+    // the lag, measured every 2 s, comes down to zero.
+    let series = |name: &str| format!("{name}{{tenant=\"shop\",mapping=\"orders\"}}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let samples = scrape(base).await;
+        let done = samples.get(&series(
+            "triggerfish_stream_records_sent_to_failure_destination_total",
+        )) == Some(&2.0)
+            && samples.get(&series("triggerfish_stream_lag")) == Some(&0.0);
+        if done {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{samples:?}\n{}",
+            host.last_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(samples[&series("triggerfish_stream_records_in_total")], 3.0);
+    assert_eq!(
+        samples[&series("triggerfish_stream_records_processed_total")],
+        1.0
+    );
+    assert_eq!(
+        samples[&series("triggerfish_stream_records_failed_total")],
+        2.0
+    );
+
+    // The status page lists the mapping with its counts.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{base}/status/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={ADMIN_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = client
+        .get(format!("{base}/status"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sources = page
+        .split("<h3>Event sources</h3>")
+        .nth(1)
+        .expect("the page lists the event sources");
+    let row = sources.split("</tr>").nth(1).unwrap();
+    assert!(
+        row.contains("<td>orders</td><td>orders</td><td>kinesis</td>"),
+        "{row}"
+    );
+    assert!(
+        row.contains("<td class=\"n\">3</td><td class=\"n\">1</td>"),
+        "{row}"
+    );
+    assert!(row.contains("<span class=\"ok\">0</span>"), "{row}");
+}

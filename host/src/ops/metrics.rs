@@ -26,6 +26,85 @@ use prometheus_client::registry::{Metric, Registry};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+/// The stream consumers' figures, read when scraped: records in,
+/// processed, failed, retried and sent to the failure destination per
+/// mapping (counters since the host started), and each mapping's lag (as
+/// last measured, every 2 s). Mappings come from `tenant.toml`, so the
+/// labels stay bounded.
+pub struct StreamMetrics {
+    pub streams: Arc<crate::streams::Streams>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MappingLabels {
+    tenant: String,
+    mapping: String,
+}
+
+impl std::fmt::Debug for StreamMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamMetrics")
+    }
+}
+
+impl Collector for StreamMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::streams::Counters;
+        let all = self.streams.all_counters();
+        let counters: [(&str, &str, fn(&Counters) -> u64); 5] = [
+            (
+                "stream_records_in",
+                "Records a mapping read from its stream for the first time",
+                |c| Counters::get(&c.records_in),
+            ),
+            (
+                "stream_records_processed",
+                "Records a mapping's plugins finished with (committed or deleted)",
+                |c| Counters::get(&c.processed),
+            ),
+            (
+                "stream_records_failed",
+                "Records in failed deliveries (a record failing twice counts twice)",
+                |c| Counters::get(&c.failed),
+            ),
+            (
+                "stream_records_retried",
+                "Records delivered again after a failure",
+                |c| Counters::get(&c.retried),
+            ),
+            (
+                "stream_records_sent_to_failure_destination",
+                "Records given up on and sent to the mapping's on-failure stream",
+                |c| Counters::get(&c.sent_to_failure_destination),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (tenant, mapping, c) in &all {
+                let labels = MappingLabels {
+                    tenant: tenant.clone(),
+                    mapping: mapping.clone(),
+                };
+                ConstCounter::new(value(c)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        gauge_family(
+            &mut encoder,
+            "stream_lag",
+            "Records of a mapping's stream stored but not yet processed, as last measured",
+            self.streams
+                .lags()
+                .into_iter()
+                .map(|((tenant, mapping), lag)| (MappingLabels { tenant, mapping }, lag as i64)),
+        )
+    }
+}
+
 /// The prefix of every metric's name.
 pub const PREFIX: &str = "triggerfish";
 

@@ -31,6 +31,9 @@ pub struct Admin {
     pub recent: Arc<recent::Recent>,
     pub sessions: session::Sessions,
     pub tenants: Arc<Tenants>,
+    /// The streams, once `serve` has opened them: the status page shows
+    /// each tenant's event sources.
+    pub streams: std::sync::OnceLock<Arc<crate::streams::Streams>>,
 }
 
 impl Admin {
@@ -43,7 +46,13 @@ impl Admin {
             recent: Arc::new(recent::Recent::new()),
             sessions: session::Sessions::new(),
             tenants,
+            streams: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shows `streams`' event sources on the status page.
+    pub fn set_streams(&self, streams: Arc<crate::streams::Streams>) {
+        let _ = self.streams.set(streams);
     }
 
     /// The sinks that feed the metrics and the status page.

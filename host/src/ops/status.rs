@@ -7,6 +7,7 @@
 //! plugin's denial message) goes through [`escape`].
 
 use super::recent::{Recent, Summary, WINDOW};
+use crate::streams::Streams;
 use crate::tenant::registry::Tenants;
 use crate::tenant::Tenant;
 use std::fmt::Write as _;
@@ -44,7 +45,12 @@ th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric
 td.msg{max-width:48em;word-break:break-word}";
 
 /// The whole page.
-pub fn render(tenants: &Tenants, recent: &Recent, now: SystemTime) -> String {
+pub fn render(
+    tenants: &Tenants,
+    recent: &Recent,
+    streams: Option<&Streams>,
+    now: SystemTime,
+) -> String {
     let all = tenants.all();
     recent.retain(|name| all.contains_key(name));
     let runtime = tenants.runtime();
@@ -109,13 +115,19 @@ pub fn render(tenants: &Tenants, recent: &Recent, now: SystemTime) -> String {
     }
 
     for (tenant, summary) in &summaries {
-        tenant_section(&mut page, tenant, summary, recent);
+        tenant_section(&mut page, tenant, summary, recent, streams);
     }
     page.push_str("</body></html>\n");
     page
 }
 
-fn tenant_section(page: &mut String, tenant: &Tenant, summary: &Summary, recent: &Recent) {
+fn tenant_section(
+    page: &mut String,
+    tenant: &Tenant,
+    summary: &Summary,
+    recent: &Recent,
+    streams: Option<&Streams>,
+) {
     let name = escape(&tenant.name);
     let _ = write!(page, "<section id=\"tenant-{name}\"><h2>Tenant {name}</h2>");
     if summary.invocations == 0 {
@@ -219,7 +231,51 @@ fn tenant_section(page: &mut String, tenant: &Tenant, summary: &Summary, recent:
         }
         page.push_str("</table>");
     }
+    if let Some(streams) = streams {
+        event_sources(page, tenant, streams);
+    }
     page.push_str("</section>");
+}
+
+/// The tenant's event source mappings, their counts since the host
+/// started and their lag as last measured.
+fn event_sources(page: &mut String, tenant: &Tenant, streams: &Streams) {
+    use crate::streams::Counters;
+    if tenant.event_sources.is_empty() {
+        return;
+    }
+    let lags = streams.lags();
+    page.push_str(
+        "<h3>Event sources</h3><table class=\"sources\"><tr><th>mapping</th><th>stream</th>\
+         <th>kind</th><th>records in</th><th>processed</th><th>failed</th><th>retried</th>\
+         <th>to failure destination</th><th>lag</th></tr>",
+    );
+    for mapping in &tenant.event_sources {
+        let c = streams.counters(&tenant.name, &mapping.name);
+        let lag = match lags.get(&(tenant.name.clone(), mapping.name.clone())) {
+            _ if !mapping.enabled => "<span class=\"muted\">disabled</span>".to_owned(),
+            Some(0) => "<span class=\"ok\">0</span>".to_owned(),
+            Some(lag) => format!("<span class=\"warn\">{lag}</span>"),
+            None => "<span class=\"muted\">-</span>".to_owned(),
+        };
+        let failed = Counters::get(&c.failed);
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n{}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(&mapping.name),
+            escape(&mapping.stream),
+            mapping.kind,
+            Counters::get(&c.records_in),
+            Counters::get(&c.processed),
+            if failed > 0 { " bad" } else { "" },
+            failed,
+            Counters::get(&c.retried),
+            Counters::get(&c.sent_to_failure_destination),
+            lag,
+        );
+    }
+    page.push_str("</table>");
 }
 
 /// The login form, shown to a browser without a session.

@@ -141,6 +141,9 @@ impl Counters {
 pub struct Streams {
     pub engine: Arc<dyn Engine>,
     counters: Mutex<HashMap<String, BTreeMap<String, Arc<Counters>>>>,
+    /// Each running mapping's lag, as last measured (every few seconds,
+    /// by the consumers' supervisor): what `/metrics` and `/status` show.
+    lags: Mutex<BTreeMap<(String, String), u64>>,
     wakers: Mutex<HashMap<StreamId, Arc<tokio::sync::Notify>>>,
     rates: Mutex<HashMap<String, Bucket>>,
 }
@@ -156,6 +159,7 @@ impl Streams {
         Streams {
             engine,
             counters: Mutex::default(),
+            lags: Mutex::default(),
             wakers: Mutex::default(),
             rates: Mutex::default(),
         }
@@ -169,6 +173,28 @@ impl Streams {
             .entry(mapping.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Every mapping's counters: (tenant, mapping, counters).
+    pub fn all_counters(&self) -> Vec<(String, String, Arc<Counters>)> {
+        let all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .flat_map(|(tenant, mappings)| {
+                mappings
+                    .iter()
+                    .map(move |(name, c)| (tenant.clone(), name.clone(), c.clone()))
+            })
+            .collect()
+    }
+
+    /// Sets the lags of the running mappings, forgetting the others.
+    pub fn set_lags(&self, lags: BTreeMap<(String, String), u64>) {
+        *self.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;
+    }
+
+    /// The running mappings' lags as last measured, by (tenant, mapping).
+    pub fn lags(&self) -> BTreeMap<(String, String), u64> {
+        self.lags.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// What wakes the consumers of a stream when records arrive.

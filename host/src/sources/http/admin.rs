@@ -120,7 +120,8 @@ pub(super) async fn status(
             return Err(error.into());
         }
     }
-    let page = status::render(&admin.tenants, &admin.recent, now);
+    let streams = admin.streams.get().map(|s| s.as_ref());
+    let page = status::render(&admin.tenants, &admin.recent, streams, now);
     Ok(html(StatusCode::OK, page))
 }
 

@@ -138,6 +138,7 @@ impl StreamsSource {
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
                 self.trim().await;
+                self.measure_lags(&running).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(RESCAN) => {}
@@ -193,6 +194,18 @@ impl StreamsSource {
             stop,
             tasks,
         }
+    }
+
+    /// Measures every running mapping's lag for the metrics and the
+    /// status page (the event-sources route measures its own, fresh).
+    async fn measure_lags(&self, running: &HashMap<(String, String), Running>) {
+        let mut lags = std::collections::BTreeMap::new();
+        for ((tenant, name), run) in running {
+            if let Ok(lag) = lag(&self.streams, tenant, &run.mapping).await {
+                lags.insert((tenant.clone(), name.clone()), lag);
+            }
+        }
+        self.streams.set_lags(lags);
     }
 
     /// Deletes records older than each tenant's retention.

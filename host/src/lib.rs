@@ -10,6 +10,7 @@
 //! plugins are kept by [`tenant`] and [`plugin`].
 
 pub mod auth;
+pub mod cognito;
 pub mod dispatch;
 pub mod encoding;
 pub mod engine;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use triggerfish::auth::hash_key;
+use triggerfish::cognito::Cognito;
 use triggerfish::dispatch::{Dispatcher, InvokeError, LogSink};
 use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::limits::Limits;
@@ -67,6 +68,10 @@ enum Command {
         /// embedded engine.
         #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
         streams: Option<String>,
+        /// The address consumers reach this host at, for the payload URLs
+        /// of oversized Cognito Streams records [default: http://LISTEN].
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -266,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             no_watch,
             data_dir,
             streams,
+            public_url,
             engine,
             http,
         } => {
@@ -285,7 +291,6 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Some(watch::watch(tenants.clone()).context("cannot watch the plugins folder")?)
             };
             let _sighup = watch::reload_on_sighup(tenants.clone())?;
-            let dispatcher = Arc::new(dispatcher());
             let listener =
                 http_server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             // Listen at once, and load the tenants meanwhile: /healthz says
@@ -321,6 +326,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             };
             let streams = Arc::new(Streams::new(engine));
+            let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
+            let dispatcher = Arc::new(
+                dispatcher().with_cognito(Arc::new(Cognito::new(streams.clone(), &public_url))),
+            );
             let api = Api {
                 tenants: tenants.clone(),
                 dispatcher: dispatcher.clone(),

@@ -4,6 +4,9 @@
 //!   `GET /healthz` ([`events`]);
 //! - `POST|GET /v1/tenants/{tenant}/streams/{stream}/records`,
 //!   `GET /v1/tenants/{tenant}/event-sources` ([`streams`]);
+//! - `GET /v1/tenants/{tenant}/datasets/{identityId}/{datasetName}`,
+//!   `POST|GET /v1/tenants/{tenant}/bulk-publish`,
+//!   `GET /v1/tenants/{tenant}/sync-payloads/{payload}` ([`cognito`]);
 //! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
 //!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]);
 //! - served by [`server`]: hyper with header, body and idle timeouts and
@@ -12,6 +15,7 @@
 //! Every error is JSON: `{"error": {"kind", "message"}}` on the `/v1`
 //! routes, Lambda's own shapes on the Lambda route.
 
+mod cognito;
 mod events;
 mod lambda;
 pub mod server;
@@ -63,6 +67,18 @@ pub fn router(api: Api) -> Router {
             get(streams::event_sources),
         )
         .route(
+            "/v1/tenants/{tenant}/datasets/{identity}/{dataset}",
+            get(cognito::dataset),
+        )
+        .route(
+            "/v1/tenants/{tenant}/bulk-publish",
+            post(cognito::start_bulk_publish).get(cognito::bulk_publish_status),
+        )
+        .route(
+            "/v1/tenants/{tenant}/sync-payloads/{payload}",
+            get(cognito::sync_payload),
+        )
+        .route(
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),
         )
@@ -109,6 +125,7 @@ pub(crate) enum RequestErrorKind {
     Forbidden,
     InvalidSignature,
     TooManyRequests,
+    SyncStoreFailed,
 }
 
 impl RequestErrorKind {
@@ -125,6 +142,7 @@ impl RequestErrorKind {
             RequestErrorKind::Forbidden => "forbidden",
             RequestErrorKind::InvalidSignature => "invalid-signature",
             RequestErrorKind::TooManyRequests => "too-many-requests",
+            RequestErrorKind::SyncStoreFailed => "sync-store-failed",
         }
     }
 
@@ -139,6 +157,7 @@ impl RequestErrorKind {
             RequestErrorKind::Forbidden => "AccessDeniedException",
             RequestErrorKind::InvalidSignature => "InvalidSignatureException",
             RequestErrorKind::TooManyRequests => "TooManyRequestsException",
+            RequestErrorKind::SyncStoreFailed => "ServiceException",
             RequestErrorKind::MalformedJson
             | RequestErrorKind::UnknownTrigger
             | RequestErrorKind::InvalidEvent
@@ -317,6 +336,11 @@ pub(crate) async fn dispatch(
             StatusCode::TOO_MANY_REQUESTS,
             RequestErrorKind::TooManyRequests,
             busy.to_string(),
+        )),
+        Err(store @ InvokeError::SyncStore(_)) => Err(RequestError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RequestErrorKind::SyncStoreFailed,
+            store.to_string(),
         )),
     }
 }

@@ -482,3 +482,139 @@ async fn two_hosts_on_nats_never_give_one_key_the_same_sync_count() {
         .clone();
     assert_eq!(level["syncCount"], syncs as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_dying_between_state_and_publish_leaves_the_record_in_the_outbox() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let dir = PluginsDir::new();
+    dir.plugin("t", "10-sync-sample.wasm", guests::SYNC_SAMPLE)
+        .settings("t", SETTINGS);
+    let dying = Arc::new(NatsEngine::connect(&server.url).await.unwrap());
+    dying
+        .crash_before_publish
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let first = Host::start(tenants(&dir).await, dying.clone()).await;
+    let seed = event(sync_event()["datasetRecords"].clone());
+    // The caller learns that the sync failed...
+    let response = first.sync(&seed).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "sync-store-failed", "{body}");
+    // ... and the record is not published yet.
+    assert!(first.published().await.is_empty());
+    drop(first);
+    drop(dying);
+
+    // Another host (or this one restarted) completes it on the next
+    // touch of the dataset: a read here.
+    let engine = Arc::new(NatsEngine::connect(&server.url).await.unwrap());
+    let second = Host::start(tenants(&dir).await, engine).await;
+    let dataset: Value = second
+        .get("/v1/tenants/t/datasets/us-east-1:alice/datasetName")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dataset["syncCount"], 1);
+    let published = second.published().await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(keys(&published[0].1).len(), 3);
+    // The caller's retry finds the sync applied: nothing new, nothing
+    // twice; a real change after it is the next record, in order.
+    assert_eq!(second.sync(&seed).await.status(), 200);
+    let gold = event(json!({"SampleKey3": {"newValue": "Gold", "op": "replace"}}));
+    assert_eq!(second.sync(&gold).await.status(), 200);
+    let published = second.published().await;
+    let counts: Vec<_> = published
+        .iter()
+        .map(|(_, r)| r["syncCount"].clone())
+        .collect();
+    assert_eq!(counts, vec![json!(1), json!(2)]);
+}
+
+/// The published records as the stream route lists them, decoded.
+async fn listed(base: &str) -> Vec<Value> {
+    let listed: Value = reqwest::get(format!(
+        "{base}/v1/tenants/t/streams/cognito/records?limit=1000"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    listed["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let data = r["record"]["kinesis"]["data"].as_str().unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_during_syncs_restarts_with_state_and_stream_agreeing() {
+    let dir = PluginsDir::new();
+    dir.plugin("t", "10-sync-sample.wasm", guests::SYNC_SAMPLE)
+        .settings("t", SETTINGS);
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let args = ["--no-watch", "--data-dir", &data_dir];
+    let mut host = ServeProcess::start(dir.path(), &args);
+    let base = host.base.clone();
+    // Syncs of one key, one after another, until the host is killed.
+    let syncing = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut answered = 0u64;
+        for i in 0..800 {
+            let sync = event(json!({"Level": {"newValue": format!("v{i}"), "op": "replace"}}));
+            let sent = client
+                .post(format!("{base}/v1/tenants/t/events"))
+                .json(&sync)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status() == 200 => answered += 1,
+                _ => break,
+            }
+        }
+        answered
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    host.child.kill().unwrap(); // SIGKILL
+    host.child.wait().unwrap();
+    let answered = syncing.await.unwrap();
+    assert!(answered > 0, "no sync answered before the kill");
+    drop(host);
+
+    let host = ServeProcess::start(dir.path(), &args);
+    let dataset: Value = reqwest::get(format!(
+        "{}/v1/tenants/t/datasets/us-east-1:alice/datasetName",
+        host.base
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let kept = dataset["syncCount"].as_u64().unwrap();
+    let published = listed(&host.base).await;
+    // Every sync answered is kept; one more may have been kept unanswered
+    // (killed between commit and answer). Each kept sync has exactly one
+    // record, counted 1, 2, 3, ... in order.
+    assert!(
+        kept == answered || kept == answered + 1,
+        "{kept} kept, {answered} answered"
+    );
+    let counts: Vec<u64> = published
+        .iter()
+        .map(|r| r["syncCount"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, (1..=kept).collect::<Vec<_>>());
+}

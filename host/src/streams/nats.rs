@@ -105,6 +105,9 @@ pub struct NatsEngine {
     inflight: Mutex<HashMap<(String, u64), jetstream::Message>>,
     /// Lanes this host was asked to run, and which of them it holds.
     lanes: Mutex<Lanes>,
+    /// Fault injection for tests: stop right after a sync's state (and
+    /// outbox) is written, as a host killed at the worst moment would.
+    pub crash_before_publish: std::sync::atomic::AtomicBool,
     /// Receives this host did not count (`release` with `uncount`), taken
     /// off JetStream's delivery count.
     uncounted: Mutex<HashMap<(String, u64), u32>>,
@@ -224,6 +227,7 @@ impl NatsEngine {
             payloads,
             holder: format!("{}-{:016x}", std::process::id(), rand_u64()),
             inflight: Mutex::default(),
+            crash_before_publish: Default::default(),
             lanes: Mutex::default(),
             uncounted: Mutex::default(),
         })
@@ -963,6 +967,12 @@ impl Engine for NatsEngine {
                     continue;
                 };
                 if let Some(pending) = pending {
+                    if self
+                        .crash_before_publish
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        return Err(store("injected crash between state and publish"));
+                    }
                     self.publish_pending(&pending).await?;
                     current.pending = None;
                     // If another host wrote meanwhile, it published this

@@ -618,3 +618,118 @@ async fn a_host_killed_during_syncs_restarts_with_state_and_stream_agreeing() {
         .collect();
     assert_eq!(counts, (1..=kept).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cognito_stream_view_agrees_with_the_dataset_state() {
+    let dir = PluginsDir::new();
+    dir.plugin("t", "10-sync-sample.wasm", guests::SYNC_SAMPLE)
+        .plugin("t", "20-cognito-stream-view.wasm", guests::COGNITO_STREAM_VIEW)
+        .settings(
+            "t",
+            &format!(
+                "{SETTINGS}\n[[event-sources]]\nstream = \"cognito\"\nkind = \"kinesis\"\nstarting-position = \"trim-horizon\"\n"
+            ),
+        );
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let host = ServeProcess::start(dir.path(), &["--no-watch", "--data-dir", &data_dir]);
+    let client = reqwest::Client::new();
+    let syncs = [
+        sync_event()["datasetRecords"].clone(),
+        json!({"SampleKey3": {"newValue": "Gold", "op": "replace"}}),
+        json!({"Level": {"newValue": "7", "op": "replace"}}),
+        json!({"Level": {"newValue": "8", "op": "replace"}}),
+        json!({"SampleKey1": {"newValue": "x", "op": "remove"}}),
+    ];
+    for records in syncs {
+        let response = client
+            .post(format!("{}/v1/tenants/t/events", host.base))
+            .json(&event(records))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // A bulk publish repeats every key: the view must not change.
+    let bulk = client
+        .post(format!("{}/v1/tenants/t/bulk-publish", host.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bulk.status(), 202);
+
+    let dataset: Value = reqwest::get(format!(
+        "{}/v1/tenants/t/datasets/us-east-1:alice/datasetName",
+        host.base
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let expected: std::collections::BTreeMap<String, Value> = dataset["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["op"] != "remove")
+        .map(|r| (r["key"].as_str().unwrap().to_owned(), r["value"].clone()))
+        .collect();
+    assert_eq!(expected.len(), 3, "{dataset}");
+
+    // The plugin's `view` lines, reduced like the seed's query: highest
+    // syncCount per key, removals dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut latest: std::collections::BTreeMap<String, (u64, Value, String)> =
+            Default::default();
+        let log = host.last_log();
+        let mut rows = 0;
+        for line in log.lines() {
+            let Some(at) = line.find("view {") else {
+                continue;
+            };
+            let text = &line[at + 5..];
+            let end = text.rfind('}').map_or(text.len(), |e| e + 1);
+            // The log escapes quotes in the message; undo that.
+            let text = text[..end].replace("\\\"", "\"");
+            let Ok(row) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            rows += 1;
+            let count = row["syncCount"].as_u64().unwrap();
+            let key = row["key"].as_str().unwrap().to_owned();
+            if latest.get(&key).is_none_or(|(c, ..)| count > *c) {
+                latest.insert(
+                    key,
+                    (
+                        count,
+                        row["value"].clone(),
+                        row["op"].as_str().unwrap().to_owned(),
+                    ),
+                );
+            }
+        }
+        let view: std::collections::BTreeMap<String, Value> = latest
+            .into_iter()
+            .filter(|(_, (_, _, op))| op != "remove")
+            .map(|(k, (_, v, _))| (k, v))
+            .collect();
+        // At least one row per key from the live syncs, and again from
+        // the bulk publish.
+        let bulk_seen = rows >= 2 * dataset["records"].as_array().unwrap().len();
+        if view == expected && bulk_seen {
+            break;
+        }
+        let status: Value = reqwest::get(format!("{}/v1/tenants/t/bulk-publish", host.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the view {view:?} (from {rows} rows) never matched {expected:?} (bulk: {status}):\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

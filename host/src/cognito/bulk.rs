@@ -220,3 +220,91 @@ async fn publish(
         .update(&tenant.name, |s| s.records_published += n);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cognito::CognitoStreams;
+    use crate::streams::embedded::EmbeddedEngine;
+    use crate::streams::Streams;
+    use std::time::Duration;
+
+    fn tenant(config: Option<CognitoStreams>) -> Arc<Tenant> {
+        let mut tenant = Tenant::default();
+        tenant.name = "t".into();
+        tenant.cognito_streams = config;
+        Arc::new(tenant)
+    }
+
+    #[tokio::test]
+    async fn one_at_a_time_and_one_success_a_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(EmbeddedEngine::open(dir.path()).unwrap());
+        let cognito = Arc::new(Cognito::new(Arc::new(Streams::new(engine)), "http://h"));
+        let config = CognitoStreams {
+            stream: "cognito".into(),
+            enabled: true,
+            inline_limit_bytes: 1000,
+            payload_url_ttl: Duration::from_secs(1),
+            bulk_publish_interval: Duration::from_secs(3600),
+        };
+        assert!(matches!(
+            start(cognito.clone(), tenant(None)),
+            Err(BulkError::NotConfigured)
+        ));
+        cognito
+            .bulk
+            .update("t", |s| s.bulk_publish_status = "IN_PROGRESS");
+        assert!(matches!(
+            start(cognito.clone(), tenant(Some(config.clone()))),
+            Err(BulkError::InProgress)
+        ));
+        cognito.bulk.update("t", |s| {
+            s.bulk_publish_status = "SUCCEEDED";
+            s.last_success = Some(now_ms());
+        });
+        assert!(matches!(
+            start(cognito.clone(), tenant(Some(config.clone()))),
+            Err(BulkError::TooSoon { .. })
+        ));
+        // Past the window (here: none), it starts.
+        let no_window = CognitoStreams {
+            bulk_publish_interval: Duration::ZERO,
+            ..config
+        };
+        let started = start(cognito.clone(), tenant(Some(no_window))).unwrap();
+        assert_eq!(started.bulk_publish_status, "IN_PROGRESS");
+    }
+
+    #[test]
+    fn a_large_dataset_is_split_into_records_that_fit() {
+        let keys: Vec<KeyState> = (0..50)
+            .map(|i| KeyState {
+                key: format!("k{i}"),
+                value: Some("x".repeat(100)),
+                sync_count: 1,
+                last_modified_date: 1,
+                device_last_modified_date: 1,
+                op: crate::cognito::state::Op::Replace,
+            })
+            .collect();
+        let applied = Applied {
+            dataset: crate::cognito::state::DatasetId {
+                tenant: "t".into(),
+                pool: "p".into(),
+                identity: "i".into(),
+                dataset: "d".into(),
+            },
+            sync_count: 1,
+            last_modified_date: 1,
+            changed: Vec::new(),
+        };
+        let records = split(&applied, &keys, 1024);
+        assert!(records.len() > 5, "{}", records.len());
+        for record in &records {
+            let data = record.body["data"].as_str().unwrap();
+            // base64 of at most 1024 bytes of JSON.
+            assert!(data.len() <= 1024 * 4 / 3 + 4, "{}", data.len());
+        }
+    }
+}

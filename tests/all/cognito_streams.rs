@@ -94,11 +94,14 @@ impl Drop for Host {
     }
 }
 
+/// What an engine needs kept alive: its folder, or its server.
+type Keep = Box<dyn std::any::Any>;
+
 /// The embedded engine in a temporary folder, and the NATS engine when
 /// `nats-server` is there.
-async fn engines() -> Vec<(&'static str, Arc<dyn Engine>, Box<dyn std::any::Any>)> {
+async fn engines() -> Vec<(&'static str, Arc<dyn Engine>, Keep)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut engines: Vec<(&'static str, Arc<dyn Engine>, Box<dyn std::any::Any>)> = vec![(
+    let mut engines: Vec<(&'static str, Arc<dyn Engine>, Keep)> = vec![(
         "embedded",
         Arc::new(EmbeddedEngine::open(dir.path()).unwrap()),
         Box::new(dir),

@@ -5,8 +5,11 @@ usage: lambda_client.py ENDPOINT FUNCTION EVENT_JSON
 
 The credentials come from TRIGGERFISH_ACCESS_KEY_ID and
 TRIGGERFISH_SECRET_ACCESS_KEY when set (a tenant's AWS key pair), or are
-placeholders (for tenants that do not authenticate).
+placeholders (for tenants that do not authenticate). With
+TRIGGERFISH_LOG_TYPE=Tail, it asks for the invocation's log tail and prints
+it, decoded, as "logResult".
 """
+import base64
 import json
 import os
 import sys
@@ -26,8 +29,11 @@ client = boto3.client(
     ),
     config=Config(retries={"max_attempts": 1}),
 )
+extra = {}
+if os.environ.get("TRIGGERFISH_LOG_TYPE"):
+    extra["LogType"] = os.environ["TRIGGERFISH_LOG_TYPE"]
 try:
-    answer = client.invoke(FunctionName=function, Payload=event.encode())
+    answer = client.invoke(FunctionName=function, Payload=event.encode(), **extra)
 except ClientError as error:
     print(json.dumps({"error": error.response["Error"]["Code"]}))
     sys.exit(0)
@@ -35,4 +41,6 @@ print(json.dumps({
     "status": answer["StatusCode"],
     "functionError": answer.get("FunctionError"),
     "payload": json.loads(answer["Payload"].read()),
+    "logResult": base64.b64decode(answer["LogResult"]).decode()
+    if "LogResult" in answer else None,
 }))

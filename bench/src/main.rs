@@ -3,7 +3,9 @@
 //! `BENCHMARKS.md`. Every comparison is measured in the same run, on the
 //! same machine, and reported as medians (with min and max) and ratios.
 //!
-//! - `report [--out FILE] [--seconds N]`: everything.
+//! - `report [--out FILE] [--seconds N] [--only SECTION,...]`: everything,
+//!   or only the named sections (calls, fairness, reload, restart, memory,
+//!   http), printed rather than written unless `--out` is given.
 //! - `native-server ADDR`: the native axum baseline, for the HTTP figures.
 //! - `memory TENANTS`: resident memory with that many tenants (run in a
 //!   process of its own by `report`).
@@ -31,7 +33,7 @@ fn main() -> ExitCode {
         Some("memory") => sections::memory_child(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
         Some("spin") => sections::spin(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(3)),
         _ => Err(anyhow::anyhow!(
-            "usage: triggerfish-bench report [--out FILE] [--seconds N] | native-server ADDR | memory TENANTS"
+            "usage: triggerfish-bench report [--out FILE] [--seconds N] [--only SECTION,...] | native-server ADDR | memory TENANTS"
         )),
     };
     match result {

@@ -10,12 +10,14 @@
 //! plugins are kept by [`tenant`] and [`plugin`].
 
 pub mod auth;
+pub mod client;
 pub mod cognito;
 pub mod dispatch;
 pub mod encoding;
 pub mod engine;
 pub mod families;
 pub mod limits;
+pub mod ops;
 pub mod plugin;
 pub mod sources;
 pub mod streams;

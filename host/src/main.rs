@@ -2,15 +2,19 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use triggerfish::auth::admin::AdminKeys;
 use triggerfish::auth::hash_key;
 use triggerfish::cognito::Cognito;
 use triggerfish::dispatch::{Dispatcher, InvokeError, LogSink};
 use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::limits::Limits;
+use triggerfish::ops::log_format::FlatJson;
+use triggerfish::ops::Admin;
 use triggerfish::plugin::compile::{self, Compiler, SubprocessCompiler, WorkerArgs};
 use triggerfish::plugin::PluginLoader;
 use triggerfish::sources::http::server::{self as http_server, ServerLimits};
@@ -72,6 +76,15 @@ enum Command {
         /// of oversized Cognito Streams records [default: http://LISTEN].
         #[arg(long, value_name = "URL")]
         public_url: Option<String>,
+        /// Operator keys, one hash a line as `triggerfish hash-key` prints
+        /// it: they open GET /metrics and GET /status. Without it those
+        /// routes are off (404).
+        #[arg(long, value_name = "FILE")]
+        admin_keys: Option<PathBuf>,
+        /// How the log is written on stderr: `text` for people, `json`
+        /// (one object a line, span fields flattened) for log shippers.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -100,6 +113,40 @@ enum Command {
         #[arg(value_name = "FILE.wasm")]
         file: PathBuf,
     },
+    /// Deploy a plugin (or a tenant.toml) to a running host over HTTP.
+    ///
+    /// The host checks the plugin as `check` does before it replaces
+    /// anything, and answers once the new version serves. The key must be
+    /// listed in the tenant's `[auth] deploy-keys`. Exits 1 when the host
+    /// refuses the deploy (its reason on stderr), 2 when it cannot be
+    /// reached.
+    #[command(group = clap::ArgGroup::new("what").required(true).multiple(true))]
+    Deploy {
+        /// The plugin to install or replace.
+        #[arg(value_name = "FILE.wasm", group = "what")]
+        file: Option<PathBuf>,
+        /// The plugin's name in the tenant (its file name there, without
+        /// `.wasm`; it sets its place in the chain) [default: FILE's name].
+        #[arg(long, requires = "file")]
+        name: Option<String>,
+        /// A tenant.toml to replace the tenant's with (sent before the plugin).
+        #[arg(long, value_name = "FILE", group = "what")]
+        config: Option<PathBuf>,
+        /// Remove the tenant's plugin of this name instead.
+        #[arg(long, value_name = "NAME", group = "what", conflicts_with_all = ["file", "config"])]
+        delete: Option<String>,
+        /// The tenant to deploy to.
+        #[arg(long)]
+        tenant: String,
+        /// The host: http://HOST:PORT.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// A key of the tenant with the deploy right; read from the
+        /// environment variable TRIGGERFISH_DEPLOY_KEY when left out (which
+        /// keeps it out of the process list).
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Print the hash of an API key, for `[auth] keys` in tenant.toml.
     HashKey {
         /// The key; read from standard input when left out.
@@ -112,6 +159,12 @@ enum Command {
         #[command(flatten)]
         args: WorkerArgs,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -230,16 +283,30 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("triggerfish"))
 }
 
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => log
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(FlatJson)
+            .init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_log(match &cli.command {
+        Command::Serve { log_format, .. } => *log_format,
+        _ => LogFormat::Text,
+    });
     if let Command::CompileWorker { args } = &cli.command {
         // No async runtime: the worker only compiles.
         return std::process::ExitCode::from(compile::run_worker(args));
@@ -272,6 +339,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             data_dir,
             streams,
             public_url,
+            admin_keys,
+            log_format: _,
             engine,
             http,
         } => {
@@ -291,6 +360,21 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Some(watch::watch(tenants.clone()).context("cannot watch the plugins folder")?)
             };
             let _sighup = watch::reload_on_sighup(tenants.clone())?;
+            let admin = match admin_keys {
+                Some(path) => {
+                    let keys = AdminKeys::load(&path)?;
+                    tracing::info!(
+                        keys = keys.len(),
+                        "operator routes on: GET /metrics, GET /status"
+                    );
+                    Some(Arc::new(Admin::new(keys, tenants.clone())))
+                }
+                None => None,
+            };
+            let mut dispatcher = dispatcher();
+            for sink in admin.iter().flat_map(|a| a.sinks()) {
+                dispatcher = dispatcher.with_sink(sink);
+            }
             let listener =
                 http_server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             // Listen at once, and load the tenants meanwhile: /healthz says
@@ -328,12 +412,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let streams = Arc::new(Streams::new(engine));
             let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
             let dispatcher = Arc::new(
-                dispatcher().with_cognito(Arc::new(Cognito::new(streams.clone(), &public_url))),
+                dispatcher.with_cognito(Arc::new(Cognito::new(streams.clone(), &public_url))),
             );
             let api = Api {
                 tenants: tenants.clone(),
                 dispatcher: dispatcher.clone(),
                 streams: Some(streams.clone()),
+                admin,
             };
             let sources: Vec<Box<dyn Source>> = vec![
                 Box::new(HttpSource {
@@ -427,6 +512,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Command::Deploy {
+            file,
+            name,
+            config,
+            delete,
+            tenant,
+            url,
+            key,
+        } => deploy(file, name, config, delete, &tenant, &url, key).await,
         Command::HashKey { key } => {
             let key = match key {
                 Some(key) => key,
@@ -438,6 +532,94 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::CompileWorker { .. } => unreachable!("handled before the async runtime starts"),
     }
+}
+
+/// `triggerfish deploy`: each step's outcome on stdout, a refusal on
+/// stderr with exit code 1.
+async fn deploy(
+    file: Option<PathBuf>,
+    name: Option<String>,
+    config: Option<PathBuf>,
+    delete: Option<String>,
+    tenant: &str,
+    url: &str,
+    key: Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use triggerfish::client::DeployClient;
+    let key = match key.or_else(|| std::env::var("TRIGGERFISH_DEPLOY_KEY").ok()) {
+        Some(key) if !key.trim().is_empty() => key.trim().to_owned(),
+        _ => anyhow::bail!("no key: pass --key or set TRIGGERFISH_DEPLOY_KEY"),
+    };
+    let client = DeployClient::new(url, tenant, &key)?;
+    let refused = |what: &str, answer: &triggerfish::client::Answer| {
+        eprintln!("error: the host refused {what}: {}", answer.error());
+        Ok(std::process::ExitCode::from(1))
+    };
+    if let Some(name) = delete {
+        let answer = client.delete_plugin(&name).await?;
+        if !answer.is_success() {
+            return refused(&format!("to delete {name}"), &answer);
+        }
+        println!("deleted {name} from {tenant}");
+    }
+    let warn_failures = |body: &Value| {
+        for error in body["errors"].as_array().into_iter().flatten() {
+            eprintln!(
+                "warning: {} of {tenant} does not load: {}",
+                error["plugin"].as_str().unwrap_or_default(),
+                error["error"].as_str().unwrap_or_default()
+            );
+        }
+    };
+    if let Some(path) = config {
+        let toml =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let answer = client.put_config(toml).await?;
+        if !answer.is_success() {
+            return refused(&format!("{}", path.display()), &answer);
+        }
+        println!("{}: live as the tenant.toml of {tenant}", path.display());
+        warn_failures(&answer.body);
+    }
+    if let Some(path) = file {
+        let name = match name {
+            Some(name) => name,
+            None => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!("{} has no usable file name: pass --name", path.display())
+                })?,
+        };
+        let wasm =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let answer = client.put_plugin(&name, wasm).await?;
+        if !answer.is_success() {
+            return refused(&format!("{}", path.display()), &answer);
+        }
+        let body = &answer.body;
+        let triggers: Vec<&str> = body["triggers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{}: live as {} in {tenant} ({}, sha256 {}); triggers: {}",
+            path.display(),
+            body["plugin"].as_str().unwrap_or(&name),
+            if body["replaced"] == true {
+                "replaced"
+            } else {
+                "new"
+            },
+            body["hash"].as_str().unwrap_or_default(),
+            triggers.join(", ")
+        );
+        warn_failures(body);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -41,6 +41,7 @@ impl Host {
             tenants,
             dispatcher: Arc::new(Dispatcher::new().with_cognito(cognito)),
             streams: Some(streams),
+            admin: None,
         };
         let task = tokio::spawn(async move {
             serve(

@@ -108,13 +108,18 @@ impl Server {
     }
 
     pub async fn start_with(tenants: Arc<Tenants>, limits: ServerLimits) -> Server {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let api = Api {
             tenants,
             dispatcher: Arc::new(Dispatcher::new()),
             streams: None,
+            admin: None,
         };
+        Server::serve(api, limits)
+    }
+
+    fn serve(api: Api, limits: ServerLimits) -> Server {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             serve(listener, router(api), limits, std::future::pending())
                 .await
@@ -305,13 +310,22 @@ impl ServeProcess {
     /// `--plugins-dir`, and returns once it says every tenant is loaded
     /// (before that, /healthz answers 503 "starting").
     pub fn start(plugins_dir: &std::path::Path, args: &[&str]) -> ServeProcess {
+        ServeProcess::start_with_log(plugins_dir, args, "info,cranelift=warn,wasmtime=warn")
+    }
+
+    /// [`ServeProcess::start`] with `rust_log` as its `RUST_LOG`.
+    pub fn start_with_log(
+        plugins_dir: &std::path::Path,
+        args: &[&str],
+        rust_log: &str,
+    ) -> ServeProcess {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         let mut child = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
             .args(["serve", "--listen", "127.0.0.1:0", "--plugins-dir"])
             .arg(plugins_dir)
             .args(args)
-            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -329,6 +343,7 @@ impl ServeProcess {
                     .filter(|line| line.contains(" serving "))
                     .and_then(|line| line.split_once("address="))
                     .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .or_else(|| serving_address_json(&line))
                     .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
                 if let Some(address) = address {
                     let _ = address_tx.send(address);
@@ -359,6 +374,15 @@ impl ServeProcess {
         let lines = self.log.lock().unwrap();
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
+}
+
+/// The address in `--log-format json`'s "serving" line.
+fn serving_address_json(line: &str) -> Option<&str> {
+    if !line.contains(r#""message":"serving""#) {
+        return None;
+    }
+    let (_, rest) = line.split_once(r#""address":""#)?;
+    rest.split('"').next()
 }
 
 impl Drop for ServeProcess {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 /// A Python path where boto3 can be imported from: the system's if it has
 /// boto3, else `target/py`, installed there from PyPI on first use.
-fn boto3_path() -> PathBuf {
+pub fn boto3_path() -> PathBuf {
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py");
     let importable = |path: &PathBuf| {
         Command::new("python3")

@@ -130,7 +130,7 @@ fn host_triple() -> String {
 
 /// An event for the template's trigger from user (or identity) `who`; for
 /// stream records, one record whose payload is `who`.
-fn event_for(trigger: &str, who: &str) -> serde_json::Value {
+pub(crate) fn event_for(trigger: &str, who: &str) -> serde_json::Value {
     let record = |record: serde_json::Value| json!({ "Records": [record] });
     match trigger {
         "kinesis" => {

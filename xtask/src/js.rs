@@ -160,13 +160,13 @@ fn install_tools(plugin: &JsPlugin, source_dir: &Path) -> Result<PathBuf, JsErro
 }
 
 /// FNV-1a over the paths and contents of every file under `dirs`, in a
-/// stable order.
-fn fingerprint(dirs: &[&Path]) -> std::io::Result<u64> {
+/// stable order (leaving out installed packages and Python's caches).
+pub(crate) fn fingerprint(dirs: &[&Path]) -> std::io::Result<u64> {
     fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
-                if entry.file_name() != "node_modules" {
+                if entry.file_name() != "node_modules" && entry.file_name() != "__pycache__" {
                     walk(&entry.path(), files)?;
                 }
             } else {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod js;
+pub mod py;
 pub mod template;
 
 /// The target plugins are built for.
@@ -160,6 +161,27 @@ pub fn new_plugin(name: &str, trigger: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Writes a new Python plugin under `plugins/` (see
+/// [`template::new_py_plugin`]) and excludes its folder from the Cargo
+/// workspace, whose `plugins/*` would take it for a crate.
+pub fn new_py_plugin(name: &str, trigger: &str) -> Result<PathBuf, String> {
+    if guests().iter().any(|guest| guest.package == name)
+        || py::py_plugins().iter().any(|plugin| plugin.name == name)
+    {
+        return Err(format!(
+            "a plugin named `{name}` exists already: choose another name"
+        ));
+    }
+    let dir = template::new_py_plugin(&workspace_root().join("plugins"), name, trigger)?;
+    let manifest_path = workspace_root().join("Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
+    let excluded = template::exclude_from_workspace(&manifest, &format!("plugins/{name}"));
+    std::fs::write(&manifest_path, excluded)
+        .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))?;
+    Ok(dir)
+}
+
 /// Runs rustfmt over a generated crate; a machine without rustfmt keeps
 /// the generated text, which compiles all the same.
 pub fn format_crate(dir: &Path) {
@@ -215,6 +237,55 @@ pub fn with_plugin_config(settings: &str, stem: &str, lines: &[String]) -> Strin
     out
 }
 
+/// The demo's operator key: `dir/admin-key` holds the key (readable by
+/// its owner only), `dir/admin-keys` its hash for `serve --admin-keys`.
+/// An existing key is kept, so a key saved in a password manager goes on
+/// working; a new one is 32 random bytes from the system, in hex.
+/// `hash` turns a key into its stored form (`triggerfish hash-key`).
+pub fn demo_admin_key(
+    dir: &Path,
+    hash: impl FnOnce(&str) -> Result<String, String>,
+) -> Result<(String, PathBuf), String> {
+    use std::io::Read;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let key_file = dir.join("admin-key");
+    let keys_file = dir.join("admin-keys");
+    let existing = std::fs::read_to_string(&key_file)
+        .ok()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty());
+    let key = match existing {
+        Some(key) => key,
+        None => {
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let key = format!("tf-admin-{key}");
+            write_private(&key_file, &format!("{key}\n"))?;
+            key
+        }
+    };
+    write_private(&keys_file, &format!("{}\n", hash(&key)?))?;
+    Ok((key, keys_file))
+}
+
+/// Writes `text` to `path`, readable and writable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +310,30 @@ mod tests {
         assert!(names.contains(&"email-deny-list".to_owned()), "{names:?}");
         assert!(names.contains(&"sync-sample".to_owned()), "{names:?}");
         assert!(!names.contains(&"triggerfish-sdk".to_owned()), "{names:?}");
+    }
+
+    #[test]
+    fn the_demo_admin_key_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("xtask-admin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hash = |key: &str| Ok(format!("sha256:of-{key}"));
+        let (key, keys_file) = demo_admin_key(&dir, hash).unwrap();
+        assert!(key.starts_with("tf-admin-") && key.len() == 9 + 64, "{key}");
+        assert_eq!(
+            std::fs::read_to_string(&keys_file).unwrap(),
+            format!("sha256:of-{key}\n")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("admin-key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the key file is private");
+        }
+        let (again, _) = demo_admin_key(&dir, hash).unwrap();
+        assert_eq!(again, key);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,17 +2,23 @@
 //!
 //! - `build-plugins`: build every guest for wasm32-wasip2.
 //! - `demo [--listen ADDR]`: build the plugins, lay out a `demo` tenant in
-//!   `target/demo/`, and serve it.
-//! - `bench [--seconds N] [--out FILE]`: build in release mode and write
-//!   BENCHMARKS.md (see `bench/`).
+//!   `target/demo/`, make an operator key (`target/demo-operator/`, kept
+//!   across runs) for `/metrics` and `/status`, and serve it.
+//! - `bench [--seconds N] [--out FILE] [--only SECTION,...]`: build in
+//!   release mode and write BENCHMARKS.md, or print only the named
+//!   sections (see `bench/`).
 //! - `demo-plugins`: build the plugins and lay out the demo tenant again
 //!   (a running demo host picks them up).
 //! - `build-js`: build the JavaScript plugins (componentize-js from npm,
 //!   installed into `target/js-tools`).
-//! - `new <name> --trigger <trigger>`: write a new plugin crate in
-//!   `plugins/<name>` that builds and passes its tests as it is.
+//! - `build-py`: build the Python plugins (componentize-py from PyPI,
+//!   installed into `target/py-tools`).
+//! - `new <name> --trigger <trigger> [--lang rust|python]`: write a new
+//!   plugin in `plugins/<name>` that builds (and, in Rust, passes its
+//!   tests) as it is.
 //! - `install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...`:
-//!   build the plugins and put one into a tenant folder of the demo
+//!   build the plugins (a Python one with `build-py`) and put one into a
+//!   tenant folder of the demo
 //!   (`30-<name>.wasm` in `demo` by default), copied then renamed so a
 //!   running host never sees half of it; `--config` lines replace the
 //!   plugin's `[plugins.<stem>.config]` section of that tenant's
@@ -21,14 +27,16 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use xtask::{
-    build_guests, install_plugin, new_plugin, template, with_plugin_config, workspace_root, Guest,
+    build_guests, demo_admin_key, install_plugin, new_plugin, template, with_plugin_config,
+    workspace_root, Guest,
 };
 
 const USAGE: &str =
-    "usage: cargo xtask build-plugins | build-js | demo [--listen ADDR] | demo-plugins
-       | bench [--seconds N] [--out FILE]
-       | new <name> --trigger <trigger>
-       | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...";
+    "usage: cargo xtask build-plugins | build-js | build-py | demo [--listen ADDR] | demo-plugins
+       | bench [--seconds N] [--out FILE] [--only SECTION,...]
+       | new <name> --trigger <trigger> [--lang rust|python]
+       | install <name> [--tenant T] [--as FILE.wasm] [--config 'KEY = VALUE']...
+                        [--url URL [--key KEY]]";
 
 /// The demo tenant's chain: (file name in the tenant folder, package).
 const DEMO_CHAIN: &[(&str, &str)] = &[
@@ -54,6 +62,7 @@ fn main() -> ExitCode {
             build_guests().and_then(|guests| lay_out_demo(&guests, &demo_dir()))
         }
         Some("build-js") => build_js(),
+        Some("build-py") => build_py(),
         Some("new") => new(&args[1..]),
         Some("install") => install(&args[1..]),
         _ => Err(USAGE.to_owned()),
@@ -130,17 +139,61 @@ fn demo(args: &[String]) -> Result<(), String> {
     let plugins_dir = workspace_root().join("target").join("demo");
     println!("demo tenant ready in {}", plugins_dir.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
+    // The operator's key, for /metrics and /status; kept across runs.
+    let operator_dir = workspace_root().join("target").join("demo-operator");
+    let (key, keys_file) = demo_admin_key(&operator_dir, |key| hash_key(&cargo, key))?;
+    let key_file = operator_dir.join("admin-key");
+    let key_file = key_file
+        .strip_prefix(workspace_root())
+        .unwrap_or(&key_file)
+        .display();
+    println!(
+        "\noperator key: {key}\n  (kept in {key_file}; its hash in {})\n\
+         metrics:     curl -s -H \"Authorization: Bearer $(cat {key_file})\" http://{listen}/metrics\n\
+         status page: http://{listen}/status (log in with the key)\n",
+        keys_file.display()
+    );
+    let status = Command::new(&cargo)
         .current_dir(workspace_root())
         .args(["run", "-p", "triggerfish", "--", "serve", "--plugins-dir"])
         .arg(&plugins_dir)
         .args(["--listen", &listen])
+        .arg("--admin-keys")
+        .arg(&keys_file)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     status
         .success()
         .then_some(())
         .ok_or_else(|| "the host exited with an error".to_owned())
+}
+
+/// `triggerfish hash-key`, the key on standard input (not in the process
+/// list).
+fn hash_key(cargo: &str, key: &str) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["run", "-q", "-p", "triggerfish", "--", "hash-key"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(key.as_bytes())
+        .map_err(|e| format!("cannot hand the key to hash-key: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot run hash-key: {e}"))?;
+    let hash = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || !hash.starts_with("sha256:") {
+        return Err("`triggerfish hash-key` failed".to_owned());
+    }
+    Ok(hash)
 }
 
 fn build_js() -> Result<(), String> {
@@ -151,17 +204,46 @@ fn build_js() -> Result<(), String> {
     Ok(())
 }
 
+fn build_py() -> Result<(), String> {
+    for plugin in xtask::py::py_plugins() {
+        let wasm = xtask::py::build(&plugin).map_err(|e| e.to_string())?;
+        println!("{}", wasm.display());
+    }
+    Ok(())
+}
+
 fn new(args: &[String]) -> Result<(), String> {
-    let (name, trigger) = match args {
-        [name, flag, trigger] if flag == "--trigger" => (name, trigger),
-        [flag, trigger, name] if flag == "--trigger" => (name, trigger),
-        _ => {
-            return Err(format!(
-                "usage: cargo xtask new <name> --trigger <trigger>\ntriggers: {}",
-                template::trigger_names()
-            ))
-        }
+    let usage = || {
+        format!(
+            "usage: cargo xtask new <name> --trigger <trigger> [--lang rust|python]\ntriggers: {}",
+            template::trigger_names()
+        )
     };
+    let (mut name, mut trigger, mut lang) = (None, None, template::Lang::Rust);
+    let mut rest = args;
+    while let [first, tail @ ..] = rest {
+        match (first.as_str(), tail) {
+            ("--trigger", [value, tail @ ..]) => (trigger, rest) = (Some(value), tail),
+            ("--lang", [value, tail @ ..]) => (lang, rest) = (template::Lang::parse(value)?, tail),
+            (flag, _) if flag.starts_with("--") => return Err(usage()),
+            (_, tail) if name.is_none() => (name, rest) = (Some(first), tail),
+            _ => return Err(usage()),
+        }
+    }
+    let (Some(name), Some(trigger)) = (name, trigger) else {
+        return Err(usage());
+    };
+    if lang == template::Lang::Python {
+        let dir = xtask::new_py_plugin(name, trigger)?;
+        let file = name.replace('-', "_");
+        println!(
+            "wrote {dir} (and excluded it from the Cargo workspace in Cargo.toml)\n\nnext:\n  \
+             cargo xtask build-py          # target/guests/py/{file}.wasm\n  \
+             cargo xtask install {name}  # into the running demo (cargo xtask demo)",
+            dir = dir.display()
+        );
+        return Ok(());
+    }
     let dir = new_plugin(name, trigger)?;
     let file = name.replace('-', "_");
     println!(
@@ -179,10 +261,13 @@ fn install(args: &[String]) -> Result<(), String> {
     };
     let (mut tenant, mut file) = ("demo".to_owned(), format!("30-{name}.wasm"));
     let mut config = Vec::new();
+    let (mut url, mut key) = (None, None);
     while let [flag, value, tail @ ..] = rest {
         match flag.as_str() {
             "--tenant" => tenant = value.clone(),
             "--as" => file = value.clone(),
+            "--url" => url = Some(value.clone()),
+            "--key" => key = Some(value.clone()),
             "--config" if value.contains('=') => config.push(value.clone()),
             "--config" => return Err(format!("--config takes `KEY = VALUE`, not `{value}`")),
             _ => return Err(USAGE.to_owned()),
@@ -195,11 +280,33 @@ fn install(args: &[String]) -> Result<(), String> {
     if !file.ends_with(".wasm") || file.contains(['/', '\\']) {
         return Err(format!("`{file}` must be a file name ending in .wasm"));
     }
-    let guests = build_guests()?;
-    let guest = guests
-        .iter()
-        .find(|g| g.package == *name)
-        .ok_or_else(|| format!("no plugin crate `{name}` under plugins/"))?;
+    if url.is_some() && !config.is_empty() {
+        return Err(
+            "--config edits the local tenant.toml; against a host at --url, \
+             deploy a whole tenant.toml with `triggerfish deploy --config FILE`"
+                .to_owned(),
+        );
+    }
+    if key.is_some() && url.is_none() {
+        return Err("--key is for deploying to a host at --url".to_owned());
+    }
+    // A Python plugin (plugins/<name>/pyproject.toml) or a crate.
+    let python = xtask::py::py_plugins()
+        .into_iter()
+        .find(|p| p.name == *name);
+    let wasm = match python {
+        Some(plugin) => xtask::py::build(&plugin).map_err(|e| e.to_string())?,
+        None => {
+            build_guests()?
+                .into_iter()
+                .find(|g| g.package == *name)
+                .ok_or_else(|| format!("no plugin `{name}` under plugins/"))?
+                .wasm
+        }
+    };
+    if let Some(url) = url {
+        return deploy_over_http(&wasm, &tenant, &file, &url, key.as_deref());
+    }
     let dir = workspace_root().join("target").join("demo").join(&tenant);
     if !config.is_empty() {
         let path = dir.join("tenant.toml");
@@ -210,9 +317,40 @@ fn install(args: &[String]) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("configured [plugins.{stem}.config] in {}", path.display());
     }
-    let installed = install_plugin(&guest.wasm, &dir, &file)?;
+    let installed = install_plugin(&wasm, &dir, &file)?;
     println!("installed {}", installed.display());
     Ok(())
+}
+
+/// Deploys a built plugin to a running host with `triggerfish deploy`
+/// (the key from `key`, else from TRIGGERFISH_DEPLOY_KEY).
+fn deploy_over_http(
+    wasm: &Path,
+    tenant: &str,
+    file: &str,
+    url: &str,
+    key: Option<&str>,
+) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["run", "--quiet", "-p", "triggerfish", "--", "deploy"])
+        .arg(wasm)
+        .args(["--tenant", tenant, "--url", url, "--name"])
+        .arg(file.trim_end_matches(".wasm"));
+    if let Some(key) = key {
+        // Through the environment, not the command line, so that it stays
+        // out of the process list.
+        command.env("TRIGGERFISH_DEPLOY_KEY", key);
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "the deploy failed (see above)".to_owned())
 }
 
 /// The demo tenant's folder.

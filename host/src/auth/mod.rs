@@ -2,6 +2,8 @@
 //! compared in constant time), or, on the Lambda-shaped route, AWS SigV4
 //! signatures made with one of the tenant's access key pairs.
 
+pub mod admin;
+pub mod rights;
 pub mod sigv4;
 
 use crate::encoding::sha256_hex;
@@ -19,6 +21,11 @@ pub struct AuthConfig {
     /// `triggerfish hash-key`). Keys themselves are never stored.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Hashes of the keys that may also deploy: replace the tenant's
+    /// plugins and `tenant.toml` over HTTP (see [`rights`]). They may send
+    /// events too. Checked strictly: each is `sha256:<64 hex digits>`.
+    #[serde(default)]
+    pub deploy_keys: Vec<String>,
     /// AWS access key pairs accepted on the Lambda-shaped route (SigV4).
     /// SigV4 needs the secret itself, so it is stored as given: keep
     /// tenant.toml readable by the host's user only.
@@ -91,6 +98,9 @@ pub enum AuthError {
     NoKeys,
     #[error("{0}")]
     Signature(SigV4Error),
+    /// A key of the tenant that may send events but not deploy.
+    #[error("this key may send events but not deploy: deploying needs a key listed in [auth] deploy-keys of the tenant's tenant.toml")]
+    NoDeployRight,
 }
 
 /// The form in which `tenant.toml` stores an API key: `sha256:<hex>`.
@@ -104,11 +114,15 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
+/// Whether `hashed` is one of the tenant's keys (a deploy key is one too).
 fn holds_key(auth: &AuthConfig, hashed: &str) -> bool {
     // Check every key so the time taken does not tell which one matched.
-    auth.keys.iter().fold(false, |found, k| {
-        found | constant_time_eq(k.as_bytes(), hashed.as_bytes())
-    })
+    auth.keys
+        .iter()
+        .chain(&auth.deploy_keys)
+        .fold(false, |found, k| {
+            found | constant_time_eq(k.as_bytes(), hashed.as_bytes())
+        })
 }
 
 fn holds_access_key(auth: &AuthConfig, access_key: &str) -> bool {
@@ -132,7 +146,7 @@ pub fn authorize<'t>(
     if matches!(credentials, Credentials::None) {
         return Err(AuthError::MissingKey);
     }
-    if auth.keys.is_empty() && auth.aws_credentials.is_empty() {
+    if auth.keys.is_empty() && auth.deploy_keys.is_empty() && auth.aws_credentials.is_empty() {
         return Err(AuthError::NoKeys);
     }
     match credentials {

@@ -4,8 +4,7 @@
 
 use super::error::ErrorKind;
 use crate::engine::outbound::Outbound;
-use crate::engine::state::{CallState, LogBudget, PluginConfig};
-use crate::engine::EPOCH_TICK;
+use crate::engine::state::{CallState, LogBudget, LogTail, PluginConfig};
 use crate::limits::Limits;
 use crate::plugin::{Handler, Plugin};
 use std::sync::Arc;
@@ -16,12 +15,16 @@ use wasmtime::{PoolConcurrencyLimitError, Trap};
 
 /// One plugin call: a fresh store and instance, dropped when it returns.
 pub(crate) struct Call<'a> {
+    /// The tenant whose share of CPU turns the call takes.
+    pub(crate) tenant: &'a str,
     pub(crate) plugin: &'a Plugin,
     pub(crate) handler: &'a Handler,
     pub(crate) limits: &'a Limits,
     pub(crate) config: Arc<PluginConfig>,
     pub(crate) outbound: Arc<Outbound>,
     pub(crate) log_budget: Arc<LogBudget>,
+    /// Where the invocation's log lines are kept for its caller, if asked.
+    pub(crate) log_tail: Option<Arc<LogTail>>,
     pub(crate) deadline: Instant,
     /// The whole chain's budget, to tell a starved call from a runaway one.
     pub(crate) budget: std::time::Duration,
@@ -84,12 +87,24 @@ impl Call<'_> {
         let Ok(_slot) = tokio::time::timeout_at(self.deadline, slot).await else {
             return (Err(self.timeout_waiting()), 0);
         };
-        let state = CallState::new(
+        // The call's claim on CPU turns: its plugin runs only while it
+        // holds one.
+        let turn = self
+            .plugin
+            .compiled
+            .runtime
+            .scheduler()
+            .register(self.tenant);
+        let mut state = CallState::new(
             self.limits,
             self.config.clone(),
             self.outbound.clone(),
             self.log_budget.clone(),
         );
+        state.turn = Some(turn.clone());
+        if let Some(tail) = &self.log_tail {
+            state.capture_logs(tail.clone(), &self.plugin.name);
+        }
         let mut store = match self.plugin.compiled.new_store(state, self.limits.fuel) {
             Ok(store) => store,
             Err(e) => return (Err(CallFailure::new(ErrorKind::Trap, e.to_string())), 0),
@@ -115,7 +130,7 @@ impl Call<'_> {
                     .ok_or_else(|| wasmtime::format_err!("the `handle` export disappeared"))?;
                 func.call_async(&mut *store, args, results).await
             };
-            tokio::time::timeout_at(self.deadline, work.instrument(span.clone())).await
+            turn.run(self.deadline, work.instrument(span.clone())).await
         };
         let fuel = self
             .limits
@@ -203,17 +218,26 @@ impl Call<'_> {
         }
     }
 
+    /// The budget ran out during the call. Another attempt could pass only
+    /// if the call was starved rather than slow: it ran (held a CPU turn)
+    /// for less than half the budget, and what it waited behind was not
+    /// its own tenant's calls (see [`Turn::crowded`]).
+    ///
+    /// [`Turn::crowded`]: crate::engine::scheduler::Turn::crowded
     fn timeout(&self, state: &CallState) -> CallFailure {
-        // A call that ran for less than half the budget was waiting for a
-        // CPU, not looping: another attempt may well pass.
-        let ran = EPOCH_TICK * state.running_ticks;
+        let (ran, crowded) = state
+            .turn
+            .as_ref()
+            .map_or((std::time::Duration::ZERO, false), |t| {
+                (t.cpu(), t.crowded())
+            });
         CallFailure {
             kind: ErrorKind::Timeout,
             message: format!(
                 "the chain did not finish within {} ms",
                 self.budget.as_millis()
             ),
-            can_pass: ran < self.budget / 2,
+            can_pass: ran < self.budget / 2 && !crowded,
         }
     }
 

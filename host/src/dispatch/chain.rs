@@ -2,11 +2,12 @@
 //! given the event as the one before it left it; the first error stops
 //! the chain. The whole chain has the tenant's wall-clock budget per
 //! attempt, and only failures that can pass on a second try (a plugin
-//! starved of CPU, an overloaded host) are retried.
+//! starved of CPU by other tenants, an overloaded host) are retried: see
+//! [`ErrorKind::Timeout`].
 
 use super::call::Call;
 use super::error::{ChainError, ErrorKind, InvokeError};
-use crate::engine::state::LogBudget;
+use crate::engine::state::{LogBudget, LogTail};
 use crate::families::Args;
 use crate::plugin::Plugin;
 use crate::tenant::Tenant;
@@ -24,6 +25,25 @@ pub struct Tally {
     pub fuel: u64,
     /// Attempts made.
     pub attempts: u32,
+    /// Each plugin call, in order, retries included: for the per-plugin
+    /// metrics.
+    pub plugin_calls: Vec<PluginCall>,
+    /// The invocation's plugin log lines, when its caller asked for them
+    /// (see [`super::Dispatcher::dispatch_with_log_tail`]); this
+    /// invocation's own, never shared with another.
+    pub log_tail: Option<Arc<LogTail>>,
+}
+
+/// One plugin call as the sinks see it.
+#[derive(Debug, Clone)]
+pub struct PluginCall {
+    /// The plugin as loaded (so a label from its name names a plugin
+    /// that exists).
+    pub plugin: Arc<Plugin>,
+    /// `ok`, `denied`, or the kind it failed with (`timeout`, ...).
+    pub outcome: &'static str,
+    /// Fuel it used.
+    pub fuel: u64,
 }
 
 /// Runs `event` through the tenant's plugins serving `trigger`. A tenant
@@ -111,12 +131,14 @@ async fn run_attempt(
         }
         let settings = tenant.settings_for(&plugin.name);
         let call = Call {
+            tenant: &tenant.name,
             plugin,
             handler: &plugin.compiled.handlers[&trigger],
             limits: &settings.limits,
             config: settings.config.clone(),
             outbound: settings.outbound.clone(),
             log_budget: log_budget.clone(),
+            log_tail: tally.log_tail.clone(),
             deadline,
             budget: tenant.limits.timeout,
         };
@@ -133,6 +155,27 @@ async fn run_attempt(
         let called = call.run(&args.values).await;
         tally.calls += 1;
         tally.fuel += called.fuel;
+        tally.plugin_calls.push(PluginCall {
+            plugin: Arc::clone(plugin),
+            outcome: match &called.result {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => ErrorKind::Denied.as_str(),
+                Err(f) => f.kind.as_str(),
+            },
+            fuel: called.fuel,
+        });
+        // How the call failed ends the caller's tail, as Lambda's runtime
+        // writes a function's error into its log.
+        if let (Some(tail), Err(failure)) = (&tally.log_tail, &called.result) {
+            tail.push(
+                "ERROR",
+                &plugin.name,
+                &format!("{}: {}", failure.kind.as_str(), failure.message),
+            );
+        }
+        if let (Some(tail), Ok(Err(denial))) = (&tally.log_tail, &called.result) {
+            tail.push("ERROR", &plugin.name, &format!("denied: {denial}"));
+        }
         match called.result {
             Ok(Ok(ok)) => args
                 .fold(ok)

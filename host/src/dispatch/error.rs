@@ -10,6 +10,14 @@ pub enum ErrorKind {
     /// A plugin returned an error: the event is refused with its message.
     Denied,
     /// The chain ran past its wall-clock budget.
+    ///
+    /// Retried (up to the tenant's `attempts`) only when another attempt
+    /// could pass: the host had no free instance slot, or the plugin call
+    /// ran (held a CPU turn) for less than half the budget *and* no other
+    /// call of the same tenant held or waited for a turn while it waited
+    /// for one. A call that waited behind its own tenant's calls was
+    /// slowed by its tenant's concurrency, and retrying it would only add
+    /// to the load.
     Timeout,
     /// A plugin call used up its fuel.
     OutOfFuel,
@@ -26,7 +34,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Denied => "denied",
             ErrorKind::Timeout => "timeout",

@@ -12,9 +12,10 @@ pub mod call;
 pub mod chain;
 pub mod error;
 
-pub use chain::Tally;
+pub use chain::{PluginCall, Tally};
 pub use error::{ChainError, ErrorKind, InvokeError};
 
+use crate::engine::state::LogTail;
 use crate::tenant::Tenant;
 use crate::trigger::{Family, Trigger};
 use serde_json::Value;
@@ -115,8 +116,35 @@ impl Dispatcher {
     /// Runs `event` for `tenant` and returns the event as the chain left
     /// it. The caller has already checked the caller's credentials.
     pub async fn dispatch(&self, tenant: &Tenant, event: Value) -> Result<Value, InvokeError> {
+        self.dispatch_tallied(tenant, event, Tally::default()).await
+    }
+
+    /// Like [`Dispatcher::dispatch`], and also returns the last
+    /// [`LogTail::LAMBDA_BYTES`] of this invocation's plugin log lines
+    /// (all plugins of its chain, every attempt, and how a call failed):
+    /// what Lambda's `X-Amz-Log-Type: Tail` returns. The lines are
+    /// gathered for this invocation alone.
+    pub async fn dispatch_with_log_tail(
+        &self,
+        tenant: &Tenant,
+        event: Value,
+    ) -> (Result<Value, InvokeError>, String) {
+        let tail = LogTail::new(LogTail::LAMBDA_BYTES);
+        let tally = Tally {
+            log_tail: Some(tail.clone()),
+            ..Tally::default()
+        };
+        let result = self.dispatch_tallied(tenant, event, tally).await;
+        (result, tail.text())
+    }
+
+    async fn dispatch_tallied(
+        &self,
+        tenant: &Tenant,
+        event: Value,
+        mut tally: Tally,
+    ) -> Result<Value, InvokeError> {
         let started = Instant::now();
-        let mut tally = Tally::default();
         let routed = Trigger::route(&event);
         let trigger = routed.as_ref().ok().copied();
         let result = match routed {

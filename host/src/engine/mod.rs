@@ -3,14 +3,17 @@
 //!
 //! One [`Runtime`] per process: one `Engine` (component model, fuel,
 //! epoch interruption, pooling allocator), one epoch ticker thread, one
-//! `Linker` holding WASI and the host's `log` and `config` imports.
+//! [`Scheduler`] of CPU turns, one `Linker` holding WASI and the host's
+//! `log` and `config` imports.
 
 pub mod convert;
 pub mod outbound;
+pub mod scheduler;
 pub mod state;
 
+use scheduler::{Scheduler, Tick, Turn};
 use state::CallState;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
@@ -27,9 +30,13 @@ pub(crate) mod bindings {
 
 use bindings::triggerfish::host::{config, log};
 
-/// How often the epoch ticks. A running plugin yields to the async runtime
-/// at every tick, and a chain overshoots its budget by at most about one.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch ticks. A running plugin checks in with the
+/// [`Scheduler`] at every tick (it goes on, yields its thread, or gives its
+/// turn away), and a chain overshoots its budget by at most about one.
+/// Short, so that a call holds an async worker for at most about two ticks
+/// before it moves off the workers ([`scheduler::LONG_AFTER`]); a tick costs
+/// a running plugin one check of a lock, 500 times a second.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Largest stack a plugin's WebAssembly may use before it traps with
 /// "stack overflow".
@@ -95,12 +102,18 @@ pub(crate) fn new_store(
         store.set_fuel(fuel)?;
     }
     if metering.epochs {
-        // Yield to the async runtime at every tick, counting the ticks
-        // spent running; the chain's deadline itself is a timeout around
-        // the call, which also covers time spent in host calls.
-        store.epoch_deadline_callback(|mut ctx| {
-            ctx.data_mut().running_ticks += 1;
-            Ok(UpdateDeadline::Yield(1))
+        // At every tick (or when the scheduler advances the epoch for a
+        // waiting call) a call with a turn asks the scheduler whether to go
+        // on, yield its thread, or give its turn away; one without (a
+        // load-time probe) yields. The chain's deadline itself is a timeout
+        // around the call, which also covers time spent in host calls.
+        // tokio's own yield lets the worker poll for I/O before coming back.
+        store.epoch_deadline_callback(|ctx| {
+            let tick = ctx.data().turn.as_ref().map_or(Tick::Yield, Turn::at_tick);
+            Ok(match tick {
+                Tick::Continue => UpdateDeadline::Continue(1),
+                Tick::Yield => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
+            })
         });
         store.set_epoch_deadline(1);
     }
@@ -113,6 +126,10 @@ pub struct Runtime {
     /// One permit per instance slot of the pool: a call waits here (within
     /// its chain's budget) rather than fail on a full pool.
     instance_slots: Arc<tokio::sync::Semaphore>,
+    /// CPU turns, shared fairly between tenants.
+    scheduler: Arc<Scheduler>,
+    /// Calls waiting for a slot now, for the metrics.
+    waiting_for_slot: AtomicUsize,
     linker: Linker<CallState>,
     config: RuntimeConfig,
     stop_ticker: Arc<AtomicBool>,
@@ -127,6 +144,10 @@ impl Runtime {
         log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         config::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
 
+        // As many worker turns as the async runtime has workers (tokio's
+        // default, and `serve`'s: one per core).
+        let turns = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let scheduler = Scheduler::new(turns, Some(engine.weak()));
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
         let stop = stop_ticker.clone();
@@ -143,6 +164,8 @@ impl Runtime {
             })?;
         Ok(Runtime {
             instance_slots: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
+            scheduler,
+            waiting_for_slot: AtomicUsize::new(0),
             engine,
             linker,
             config,
@@ -162,14 +185,42 @@ impl Runtime {
         &self.config
     }
 
+    /// The CPU turns plugin calls take.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
     /// Waits for a free instance slot; the slot is held until the permit
     /// is dropped.
     pub(crate) async fn instance_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(permit) = self.instance_slots.clone().try_acquire_owned() {
+            return permit;
+        }
+        // Counted while waiting, and uncounted however the wait ends (the
+        // caller's deadline drops this future).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting_for_slot.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting_for_slot);
         self.instance_slots
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")
+    }
+
+    /// Instance slots held by plugin calls now (of `max_instances`).
+    pub fn instance_slots_in_use(&self) -> usize {
+        (self.config.max_instances as usize).saturating_sub(self.instance_slots.available_permits())
+    }
+
+    /// Plugin calls waiting for a free instance slot now.
+    pub fn instance_slots_waiting(&self) -> usize {
+        self.waiting_for_slot.load(Ordering::Relaxed)
     }
 }
 

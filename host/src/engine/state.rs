@@ -4,10 +4,12 @@
 
 use super::bindings::triggerfish::host::{config, log};
 use super::outbound::{Outbound, OutboundHooks};
+use super::scheduler::Turn;
 use crate::limits::Limits;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -45,6 +47,84 @@ impl LogBudget {
     }
 }
 
+/// The log lines of one invocation (every plugin of its chain, every
+/// attempt), for the caller who asks for them (Lambda's `X-Amz-Log-Type:
+/// Tail`): one per invocation, never shared between invocations, keeping
+/// only the last `capacity` bytes. Lines reach it only within the
+/// invocation's log budget.
+#[derive(Debug)]
+pub struct LogTail {
+    capacity: usize,
+    text: Mutex<String>,
+}
+
+impl LogTail {
+    /// What Lambda returns in `X-Amz-Log-Result`: the last 4 KB.
+    pub const LAMBDA_BYTES: usize = 4 * 1024;
+
+    pub fn new(capacity: usize) -> Arc<LogTail> {
+        Arc::new(LogTail {
+            capacity,
+            text: Mutex::new(String::new()),
+        })
+    }
+
+    /// Adds one line: `<UTC time>\t<LEVEL>\t<plugin>\t<message>`, its
+    /// control characters escaped so it stays one line.
+    pub fn push(&self, level: &str, plugin: &str, message: &str) {
+        let message = escape_log_line(message);
+        let mut text = self.text.lock().unwrap_or_else(|e| e.into_inner());
+        let at = utc_timestamp(SystemTime::now());
+        text.push_str(&format!("{at}\t{level}\t{plugin}\t{message}\n"));
+        // Trimmed now and then, not on every line: at most twice the
+        // capacity is ever held.
+        if text.len() > 2 * self.capacity.max(1) {
+            let cut = tail_start(&text, self.capacity);
+            text.drain(..cut);
+        }
+    }
+
+    /// The last `capacity` bytes of the lines (cut at a character
+    /// boundary, so possibly a few bytes fewer).
+    pub fn text(&self) -> String {
+        let text = self.text.lock().unwrap_or_else(|e| e.into_inner());
+        text[tail_start(&text, self.capacity)..].to_owned()
+    }
+}
+
+/// Where the last `bytes` bytes of `text` start, moved forward to a
+/// character boundary.
+fn tail_start(text: &str, bytes: usize) -> usize {
+    let mut start = text.len().saturating_sub(bytes);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    start
+}
+
+/// `2026-11-23T23:59:01.123Z`.
+fn utc_timestamp(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// The state of one plugin call: a fresh one per call, dropped with it.
 pub struct CallState {
     wasi: WasiCtx,
@@ -55,9 +135,12 @@ pub struct CallState {
     limiter: CallLimiter,
     config: Arc<PluginConfig>,
     log_budget: Arc<LogBudget>,
-    /// Epoch ticks during which this call was running: its CPU time,
-    /// roughly, as opposed to the wall time it waited.
-    pub(crate) running_ticks: u32,
+    /// Where this call's log lines are also kept for the caller, under
+    /// the plugin's name.
+    log_tail: Option<(Arc<LogTail>, String)>,
+    /// The call's claim on CPU turns, for the epoch callback; none for a
+    /// load-time probe.
+    pub(crate) turn: Option<Turn>,
 }
 
 impl CallState {
@@ -84,8 +167,14 @@ impl CallState {
             },
             config,
             log_budget,
-            running_ticks: 0,
+            log_tail: None,
+            turn: None,
         }
+    }
+
+    /// Keeps this call's log lines in `tail` too, under `plugin`'s name.
+    pub fn capture_logs(&mut self, tail: Arc<LogTail>, plugin: &str) {
+        self.log_tail = Some((tail, plugin.to_owned()));
     }
 
     pub(crate) fn limiter(&mut self) -> &mut CallLimiter {
@@ -204,10 +293,23 @@ impl log::Host for CallState {
         if !self.log_budget.take(cost) {
             if !self.log_budget.truncated.swap(true, Ordering::Relaxed) {
                 tracing::warn!(target: "plugin", "log budget of this invocation used up; further plugin log lines are dropped");
+                if let Some((tail, plugin)) = &self.log_tail {
+                    tail.push("WARN", plugin, "log budget of this invocation used up ([limits] log-kib); further lines are dropped");
+                }
             }
             return;
         }
         let message = escape_log_line(&message);
+        if let Some((tail, plugin)) = &self.log_tail {
+            let level = match level {
+                log::Level::Trace => "TRACE",
+                log::Level::Debug => "DEBUG",
+                log::Level::Info => "INFO",
+                log::Level::Warn => "WARN",
+                log::Level::Error => "ERROR",
+            };
+            tail.push(level, plugin, &message);
+        }
         // The call's span carries tenant, plugin and trigger.
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", "{message}"),
@@ -232,6 +334,26 @@ impl config::Host for CallState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_utc() {
+        let at = |secs| utc_timestamp(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_log_tail_keeps_the_last_bytes() {
+        let tail = LogTail::new(100);
+        for i in 0..1000 {
+            tail.push("INFO", "10-a", &format!("line {i} é"));
+        }
+        let text = tail.text();
+        assert!(text.len() <= 100 && text.len() > 90, "{}", text.len());
+        assert!(text.ends_with("10-a\tline 999 é\n"), "{text}");
+        assert!(tail.text.lock().unwrap().len() <= 200 + 64);
+    }
 
     #[test]
     fn log_lines_cannot_break_in_two() {

@@ -65,6 +65,11 @@ impl PluginLoader {
 
     /// This loader, compiling with `compiler` (a [`Compiler::Subprocess`]
     /// bounds each compile in CPU time, memory and wall-clock time).
+    /// The engine plugins are loaded into.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     pub fn with_compiler(mut self, compiler: Compiler) -> PluginLoader {
         self.compiler = compiler;
         self

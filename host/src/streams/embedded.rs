@@ -453,6 +453,11 @@ impl Engine for EmbeddedEngine {
                         }
                     }
                 }
+                if removed == 0 {
+                    // Nothing to trim: dropping the transaction aborts it,
+                    // with no write to disk.
+                    return Ok(0);
+                }
                 let mut bytes = txn.open_table(TENANT_BYTES).map_err(store)?;
                 let stored = bytes
                     .get(tenant.as_str())

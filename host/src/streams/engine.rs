@@ -153,11 +153,34 @@ pub struct Lane {
 /// once; appends to one stream are serialised by the engine, so sequence
 /// numbers increase in the order appends are acknowledged.
 ///
-/// A JetStream engine implements it as: one JetStream stream per tenant
-/// stream (subjects `tf.<tenant>.<stream>.<partition>`), the stream
-/// sequence as the sequence number, checkpoints in a KV bucket, and queue
-/// kinds as a work-queue consumer (visibility = `ack_wait`, receive count
-/// = delivery count); see the report in ARCHITECTURE.md.
+/// A JetStream engine (async-nats 0.51 against nats-server 2.9) can
+/// implement it as:
+///
+/// - one JetStream stream per tenant, `TF_<tenant>`, subjects
+///   `tf.<tenant>.<stream>.<partition>` (names escaped to subject tokens),
+///   `max_bytes` = the tenant's stored-bytes quota with `discard: new` (so
+///   the server refuses what does not fit: [`EngineError::StorageQuota`]),
+///   `max_age` = its retention (the server trims: [`Engine::trim`] does
+///   nothing), limits retention (settled messages stay readable);
+/// - `append`: publish each record to its partition's subject (headers:
+///   key, kind), await every PubAck in order; the stream sequence is the
+///   sequence number (it grows across the stream, with gaps); a stream's
+///   kind kept in a KV bucket (create the `KV_<bucket>` stream by hand,
+///   then `get_key_value`: `create_key_value` fails against 2.9.10);
+/// - `read`/`count_after`: an ephemeral ordered consumer filtered on the
+///   partition's subject from `after + 1` (`num_pending` for the count);
+/// - `checkpoint`/`commit`: a KV bucket keyed
+///   `<tenant>.<stream>.<mapping>.<partition>.<lane>`, written with the
+///   expected revision, by the one host holding the lane's lease (a KV key
+///   with a TTL, renewed while it works, taken over when it lapses): each
+///   partition has one consumer at a time, and failed batches are retried
+///   locally, never nak'd (a nak'd message comes back after newer ones);
+/// - queue kinds: one durable pull consumer per queue stream, explicit
+///   ack, `ack_wait` = the visibility timeout, `max_ack_pending` bounded;
+///   `receive` = fetch (receive count = the delivery count), `settle` =
+///   ack, `release` = nak with the delay (a busy host's release cannot be
+///   uncounted there: `in_progress` and a local retry instead),
+///   `unsettled` = pending plus ack-pending.
 pub trait Engine: Send + Sync + 'static {
     /// The stream's kind and last sequence number, if it exists.
     fn stream(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>>;

@@ -25,8 +25,9 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 10;
 pub const MAX_CHANGE_BYTES: usize = 1 << 20;
 /// Bytes of record data in one request at most (PutRecords's 5 MiB).
 pub const MAX_REQUEST_DATA_BYTES: usize = 5 << 20;
-/// The largest request body: 5 MiB of data in base64 and the JSON around it.
-pub const MAX_BODY_BYTES: usize = 7 << 20;
+/// The largest request body: 5 MiB of data in base64 (6.7 MiB) and the
+/// JSON around it.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
 /// The longest partition key (Kinesis's).
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 

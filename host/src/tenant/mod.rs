@@ -8,6 +8,7 @@
 //!     20-add-to-group.wasm  run after 10-…: chains run in file-name order
 //! ```
 
+pub mod deploy;
 pub mod file;
 pub mod files;
 pub mod operator;
@@ -68,6 +69,7 @@ impl Settings {
     /// The settings `file` asks for, or the first key that asks for more
     /// than `policy` allows.
     pub(super) fn resolve(file: TenantFile, policy: &TenantPolicy) -> Result<Settings, String> {
+        file.auth.check()?;
         // The built-in defaults, unless the operator's ceiling is lower.
         let defaults = Limits::default().capped_at(&policy.limits);
         let limits = file.limits.within(&defaults, &policy.limits, "limits")?;
@@ -323,6 +325,13 @@ impl Default for Inflight {
 pub struct InflightSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl Tenant {
+    /// Invocations of this tenant running now.
+    pub fn in_flight(&self) -> usize {
+        self.quotas
+            .concurrency
+            .saturating_sub(self.inflight.0.available_permits())
+    }
+
     /// Takes a slot for an invocation, or none when the tenant already
     /// runs as many as its `[quotas] concurrency` allows.
     pub fn try_start(&self) -> Option<InflightSlot> {
@@ -355,6 +364,12 @@ mod tests {
         assert!(
             refused("[plugins.10-a.outbound]\nallowed-hosts = [\"*\"]\n")
                 .contains("plugins.10-a.outbound")
+        );
+        assert!(refused("[quotas]\nstream-records-per-second = 100000\n")
+            .contains("[quotas] stream-records-per-second = 100000 is above"));
+        assert!(
+            refused("[[event-sources]]\nstream = \"s\"\nkind = \"sqs\"\nbatch-size = 50\n")
+                .contains("batch-size = 50")
         );
         assert!(refused("[limits]\nfuel = 5\n[quotas]\nconcurrency = 2\n").is_empty());
     }

@@ -33,6 +33,20 @@ pub struct Tenants {
     reloading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether the first load of every tenant has finished.
     ready: AtomicBool,
+    /// Loads of each tenant by result, for the metrics; a removed
+    /// tenant's are dropped with it.
+    reloads: Mutex<BTreeMap<String, ReloadCounts>>,
+    /// One deploy at a time per tenant (see `deploy.rs`).
+    deploying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How a tenant's loads (the first included) ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    /// Every file of the tenant loaded.
+    pub ok: u64,
+    /// Some file (a plugin or `tenant.toml`) was refused.
+    pub failed: u64,
 }
 
 impl Tenants {
@@ -65,6 +79,8 @@ impl Tenants {
             tenants: ArcSwap::default(),
             reloading: Mutex::default(),
             ready: AtomicBool::new(false),
+            reloads: Mutex::default(),
+            deploying: Mutex::default(),
         }
     }
 
@@ -147,11 +163,21 @@ impl Tenants {
                 });
                 tracing::info!(tenant = %name, "tenant folder removed; the tenant no longer serves");
             }
+            self.reloads_lock().remove(&name);
             return;
         }
         let previous = self.tenant(&name);
         let policy = self.operator.for_tenant(&name);
         let tenant = Tenant::load(&self.loader, policy, &name, &dir, previous.as_deref()).await;
+        {
+            let mut reloads = self.reloads_lock();
+            let counts = reloads.entry(name.clone()).or_default();
+            if tenant.failures.is_empty() {
+                counts.ok += 1;
+            } else {
+                counts.failed += 1;
+            }
+        }
         let tenant = Arc::new(tenant);
         self.tenants.rcu(|tenants| {
             let mut tenants = BTreeMap::clone(tenants);
@@ -160,13 +186,48 @@ impl Tenants {
         });
     }
 
-    pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants.load().get(name).cloned()
+    fn reloads_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ReloadCounts>> {
+        self.reloads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every tenant loaded, by name.
-    pub fn all(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.load().values().cloned().collect()
+    /// Loads of each tenant by result, since the host started.
+    pub fn reload_counts(&self) -> BTreeMap<String, ReloadCounts> {
+        self.reloads_lock().clone()
+    }
+
+    /// The loader every tenant's plugins go through.
+    pub fn loader(&self) -> &PluginLoader {
+        &self.loader
+    }
+
+    /// What the operator allows each tenant.
+    pub fn operator(&self) -> &OperatorConfig {
+        &self.operator
+    }
+
+    /// Every loaded tenant, as of now.
+    pub fn all(&self) -> Arc<BTreeMap<String, Arc<Tenant>>> {
+        self.tenants.load_full()
+    }
+
+    /// The engine the tenants' plugins run on.
+    pub fn runtime(&self) -> &Arc<crate::engine::Runtime> {
+        self.loader.runtime()
+    }
+
+    /// Waits for the tenant's turn to deploy: deploys to one tenant run
+    /// one at a time (each holds this until its reload is done).
+    pub(crate) async fn deploy_turn(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut deploying = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
+            deploying.retain(|_, lock| Arc::strong_count(lock) > 1);
+            deploying.entry(name.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.load().get(name).cloned()
     }
 
     pub fn count(&self) -> usize {

@@ -104,6 +104,24 @@ fn number(text: &str) -> Option<Value> {
         .map(Value::Number)
 }
 
+impl crate::dynamodb_stream::EventName {
+    /// The name as DynamoDB writes it: `INSERT`, `MODIFY` or `REMOVE`.
+    pub fn as_str(&self) -> &'static str {
+        use crate::dynamodb_stream::EventName;
+        match self {
+            EventName::Insert => "INSERT",
+            EventName::Modify => "MODIFY",
+            EventName::Remove => "REMOVE",
+        }
+    }
+}
+
+impl std::fmt::Display for crate::dynamodb_stream::EventName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

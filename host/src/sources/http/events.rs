@@ -1,7 +1,7 @@
 //! The `/v1` routes: events, a tenant's plugins, and health.
 
 use super::{
-    authorization, chain_status, check_tenant_name, dispatch, parse_event, read_body, Api,
+    authorization, chain_status, check_tenant_name, log_tail, parse_event, read_body, Api,
     PathName, RequestError, RequestErrorKind,
 };
 use crate::auth::{sigv4, Credentials};
@@ -64,11 +64,15 @@ pub(super) async fn event(
     body: Body,
 ) -> Result<Response, RequestError> {
     let tenant = authorized_tenant(&api, &tenant, &headers)?;
+    let tail = log_tail::wanted(&headers)?;
     let event = parse_event(&read_body(&headers, body).await?)?;
-    Ok(match dispatch(&api, &tenant, event).await? {
+    let (result, lines) = log_tail::dispatch(&api, &tenant, event, tail).await;
+    let mut response = match result? {
         Ok(event) => Json(event).into_response(),
         Err(error) => (chain_status(error.kind), Json(chain_error_body(&error))).into_response(),
-    })
+    };
+    log_tail::attach(&mut response, lines.as_deref());
+    Ok(response)
 }
 
 pub(super) async fn plugins(

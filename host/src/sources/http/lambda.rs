@@ -7,7 +7,7 @@
 //! adds the "failed with error" wording itself).
 
 use super::{
-    authorization, check_tenant_name, dispatch, parse_event, read_body, Api, PathName,
+    authorization, check_tenant_name, log_tail, parse_event, read_body, Api, PathName,
     RequestError, RequestErrorKind,
 };
 use crate::auth::sigv4::{self, SignedRequest};
@@ -44,6 +44,8 @@ fn service_error(error: RequestError) -> Response {
         "x-amzn-ErrorType",
         HeaderValue::from_static(error.kind.aws_type()),
     );
+    // For the metrics of refused requests.
+    response.extensions_mut().insert(error.kind);
     response
 }
 
@@ -105,7 +107,9 @@ async fn invoke_inner(
             ))
         }
     }
-    let mut response = match dispatch(&api, &tenant, event).await? {
+    let tail = log_tail::wanted(&headers)?;
+    let (result, lines) = log_tail::dispatch(&api, &tenant, event, tail).await;
+    let mut response = match result? {
         Ok(event) => Json(event).into_response(),
         Err(error) => {
             let mut response = Json(json!({
@@ -124,5 +128,6 @@ async fn invoke_inner(
         "x-amz-executed-version",
         HeaderValue::from_static("$LATEST"),
     );
+    log_tail::attach(&mut response, lines.as_deref());
     Ok(response)
 }

@@ -9,15 +9,22 @@
 //!   `GET /v1/tenants/{tenant}/sync-payloads/{payload}` ([`cognito`]);
 //! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
 //!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]);
+//! - `GET /metrics`, `GET /status`, `POST /status/login|logout`, the
+//!   operator's routes, off without `serve --admin-keys` ([`admin`]);
+//! - `PUT|DELETE /v1/tenants/{tenant}/plugins/{name}`, `PUT
+//!   /v1/tenants/{tenant}/config`: deploying ([`deploy`]);
 //! - served by [`server`]: hyper with header, body and idle timeouts and
 //!   caps on connections.
 //!
 //! Every error is JSON: `{"error": {"kind", "message"}}` on the `/v1`
 //! routes, Lambda's own shapes on the Lambda route.
 
+mod admin;
 mod cognito;
+mod deploy;
 mod events;
 mod lambda;
+mod log_tail;
 pub mod server;
 mod streams;
 
@@ -31,7 +38,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use server::ServerLimits;
@@ -50,11 +57,15 @@ pub struct Api {
     pub dispatcher: Arc<Dispatcher>,
     /// The streams the host keeps; none: the stream routes answer 503.
     pub streams: Option<Arc<crate::streams::Streams>>,
+    /// The operator's keys, metrics and status page; `None` (the routes
+    /// answer 404) without `serve --admin-keys`.
+    pub admin: Option<Arc<crate::ops::Admin>>,
 }
 
 /// The API's routes.
 pub fn router(api: Api) -> Router {
-    Router::new()
+    let admin = api.admin.clone();
+    let router = Router::new()
         .route("/healthz", get(events::healthz))
         .route("/v1/tenants/{tenant}/events", post(events::event))
         .route("/v1/tenants/{tenant}/plugins", get(events::plugins))
@@ -79,11 +90,24 @@ pub fn router(api: Api) -> Router {
             get(cognito::sync_payload),
         )
         .route(
+            "/v1/tenants/{tenant}/plugins/{name}",
+            put(deploy::put_plugin).delete(deploy::delete_plugin),
+        )
+        .route("/v1/tenants/{tenant}/config", put(deploy::put_config))
+        .route(
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),
         )
+        .route("/metrics", get(admin::metrics))
+        .route("/status", get(admin::status))
+        .route("/status/login", post(admin::login))
+        .route("/status/logout", post(admin::logout))
         .fallback(not_found)
-        .with_state(api)
+        .with_state(api);
+    match admin {
+        Some(admin) => admin::count_refusals(router, admin),
+        None => router,
+    }
 }
 
 /// The HTTP API on a listener, as a source `serve` starts and stops.
@@ -126,6 +150,12 @@ pub(crate) enum RequestErrorKind {
     InvalidSignature,
     TooManyRequests,
     SyncStoreFailed,
+    InvalidPlugin,
+    InvalidConfig,
+    UnknownPlugin,
+    QuotaExceeded,
+    WouldLockOut,
+    DeployFailed,
 }
 
 impl RequestErrorKind {
@@ -143,15 +173,21 @@ impl RequestErrorKind {
             RequestErrorKind::InvalidSignature => "invalid-signature",
             RequestErrorKind::TooManyRequests => "too-many-requests",
             RequestErrorKind::SyncStoreFailed => "sync-store-failed",
+            RequestErrorKind::InvalidPlugin => "invalid-plugin",
+            RequestErrorKind::InvalidConfig => "invalid-config",
+            RequestErrorKind::UnknownPlugin => "unknown-plugin",
+            RequestErrorKind::QuotaExceeded => "quota-exceeded",
+            RequestErrorKind::WouldLockOut => "would-lock-out",
+            RequestErrorKind::DeployFailed => "deploy-failed",
         }
     }
 
     /// The name AWS gives this error in `x-amzn-ErrorType`.
     pub(crate) fn aws_type(self) -> &'static str {
         match self {
-            RequestErrorKind::NotFound | RequestErrorKind::UnknownTenant => {
-                "ResourceNotFoundException"
-            }
+            RequestErrorKind::NotFound
+            | RequestErrorKind::UnknownTenant
+            | RequestErrorKind::UnknownPlugin => "ResourceNotFoundException",
             RequestErrorKind::PayloadTooLarge => "RequestTooLargeException",
             RequestErrorKind::Unauthorized => "UnrecognizedClientException",
             RequestErrorKind::Forbidden => "AccessDeniedException",
@@ -161,7 +197,12 @@ impl RequestErrorKind {
             RequestErrorKind::MalformedJson
             | RequestErrorKind::UnknownTrigger
             | RequestErrorKind::InvalidEvent
-            | RequestErrorKind::InvalidRequest => "InvalidRequestContentException",
+            | RequestErrorKind::InvalidRequest
+            | RequestErrorKind::InvalidPlugin
+            | RequestErrorKind::InvalidConfig
+            | RequestErrorKind::QuotaExceeded
+            | RequestErrorKind::WouldLockOut => "InvalidRequestContentException",
+            RequestErrorKind::DeployFailed => "ServiceException",
         }
     }
 }
@@ -191,7 +232,9 @@ impl RequestError {
 impl From<AuthError> for RequestError {
     fn from(error: AuthError) -> Self {
         let (status, kind) = match error {
-            AuthError::WrongTenant => (StatusCode::FORBIDDEN, RequestErrorKind::Forbidden),
+            AuthError::WrongTenant | AuthError::NoDeployRight => {
+                (StatusCode::FORBIDDEN, RequestErrorKind::Forbidden)
+            }
             AuthError::Signature(_) => (StatusCode::FORBIDDEN, RequestErrorKind::InvalidSignature),
             AuthError::MissingKey | AuthError::UnknownKey | AuthError::NoKeys => {
                 (StatusCode::UNAUTHORIZED, RequestErrorKind::Unauthorized)
@@ -213,6 +256,8 @@ impl IntoResponse for RequestError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For the metrics of refused requests.
+        response.extensions_mut().insert(self.kind);
         response
     }
 }
@@ -266,22 +311,33 @@ pub(crate) fn authorization(headers: &HeaderMap) -> Option<&str> {
 
 /// Reads the body, within [`MAX_BODY_BYTES`].
 pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, RequestError> {
+    read_body_within(headers, body, MAX_BODY_BYTES, "").await
+}
+
+/// Reads the body, within `limit` bytes (413 past it, the message naming
+/// the limit and `what` sets it).
+pub(crate) async fn read_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, RequestError> {
     let too_large = || {
         RequestError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             RequestErrorKind::PayloadTooLarge,
-            format!("the body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+            format!("the body is larger than the limit of {limit} bytes{what}"),
         )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+    if declared.is_some_and(|n| n > limit) {
         discard(body).await;
         return Err(too_large());
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
+    axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())
 }
@@ -319,7 +375,14 @@ pub(crate) async fn dispatch(
     tenant: &Tenant,
     event: Value,
 ) -> Result<Result<Value, crate::dispatch::ChainError>, RequestError> {
-    match api.dispatcher.dispatch(tenant, event).await {
+    split_result(api.dispatcher.dispatch(tenant, event).await)
+}
+
+/// A dispatch's result, split as [`dispatch`] splits it.
+pub(crate) fn split_result(
+    result: Result<Value, InvokeError>,
+) -> Result<Result<Value, crate::dispatch::ChainError>, RequestError> {
+    match result {
         Ok(event) => Ok(Ok(event)),
         Err(InvokeError::Chain(error)) => Ok(Err(error)),
         Err(InvokeError::Route(e)) => Err(RequestError::new(

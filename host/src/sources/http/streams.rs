@@ -32,15 +32,20 @@ use std::sync::Arc;
 pub const DEFAULT_READ_LIMIT: usize = 100;
 pub const MAX_READ_LIMIT: usize = 1_000;
 
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"kind": kind, "message": message.into()}})),
+/// A refused request's answer (boxed: a `Response` is large).
+type Refused = Box<Response>;
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Refused {
+    Box::new(
+        (
+            status,
+            Json(json!({"error": {"kind": kind, "message": message.into()}})),
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
-fn enabled(api: &Api) -> Result<&Arc<Streams>, Response> {
+fn enabled(api: &Api) -> Result<&Arc<Streams>, Refused> {
     api.streams.as_ref().ok_or_else(|| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -55,7 +60,7 @@ fn target(
     api: &Api,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     headers: &HeaderMap,
-) -> Result<(Arc<Tenant>, StreamId), Response> {
+) -> Result<(Arc<Tenant>, StreamId), Refused> {
     let Path((tenant, stream)) = path.map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -63,7 +68,8 @@ fn target(
             format!("the path cannot be read: {}", e.body_text()),
         )
     })?;
-    let tenant = authorized_tenant(api, &tenant, headers).map_err(IntoResponse::into_response)?;
+    let tenant =
+        authorized_tenant(api, &tenant, headers).map_err(|e| Box::new(e.into_response()))?;
     if !is_stream_name(&stream) {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -75,7 +81,7 @@ fn target(
     Ok((tenant, id))
 }
 
-fn engine_error(e: EngineError) -> Response {
+fn engine_error(e: EngineError) -> Refused {
     match e {
         EngineError::KindMismatch { .. } => {
             error(StatusCode::CONFLICT, "kind-mismatch", e.to_string())
@@ -96,7 +102,7 @@ fn engine_error(e: EngineError) -> Response {
     }
 }
 
-fn ingest_error(e: IngestError) -> Response {
+fn ingest_error(e: IngestError) -> Refused {
     let status = match e.kind {
         "kind-mismatch" => StatusCode::CONFLICT,
         "record-too-large" | "payload-too-large" => StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,7 +112,7 @@ fn ingest_error(e: IngestError) -> Response {
 }
 
 /// The body, within [`ingest::MAX_BODY_BYTES`].
-async fn read_records_body(headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+async fn read_records_body(headers: &HeaderMap, body: Body) -> Result<Value, Refused> {
     let limit = ingest::MAX_BODY_BYTES;
     let too_large = || {
         error(
@@ -141,7 +147,7 @@ async fn kind_for(
     tenant: &Tenant,
     id: &StreamId,
     body: &Value,
-) -> Result<StreamKind, Response> {
+) -> Result<StreamKind, Refused> {
     if let Some(info) = streams.engine.stream(id).await.map_err(engine_error)? {
         return Ok(info.kind);
     }
@@ -171,7 +177,8 @@ pub(super) async fn append(
     body: Body,
 ) -> Response {
     match append_records(&api, path, &headers, body).await {
-        Ok(response) | Err(response) => response,
+        Ok(response) => response,
+        Err(refused) => *refused,
     }
 }
 
@@ -180,7 +187,7 @@ async fn append_records(
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, Response> {
+) -> Result<Response, Refused> {
     let streams = enabled(api)?;
     let (tenant, id) = target(api, path, headers)?;
     let body = read_records_body(headers, body).await?;
@@ -231,7 +238,7 @@ async fn append_records(
 }
 
 /// `after` and `limit` from the query; anything else is an error.
-fn read_query(query: Option<&str>) -> Result<(u64, usize), Response> {
+fn read_query(query: Option<&str>) -> Result<(u64, usize), Refused> {
     let (mut after, mut limit) = (0u64, DEFAULT_READ_LIMIT);
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid-request", m);
     for pair in query
@@ -273,7 +280,7 @@ pub(super) async fn read(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result: Result<Response, Response> = async {
+    let result: Result<Response, Refused> = async {
         let streams = enabled(&api)?;
         let (_, id) = target(&api, path, &headers)?;
         let (after, limit) = read_query(query.as_deref())?;
@@ -319,7 +326,8 @@ pub(super) async fn read(
     }
     .await;
     match result {
-        Ok(response) | Err(response) => response,
+        Ok(response) => response,
+        Err(refused) => *refused,
     }
 }
 
@@ -328,10 +336,10 @@ pub(super) async fn event_sources(
     super::PathName(tenant): super::PathName,
     headers: HeaderMap,
 ) -> Response {
-    let result: Result<Response, Response> = async {
+    let result: Result<Response, Refused> = async {
         let streams = enabled(&api)?;
         let tenant =
-            authorized_tenant(&api, &tenant, &headers).map_err(IntoResponse::into_response)?;
+            authorized_tenant(&api, &tenant, &headers).map_err(|e| Box::new(e.into_response()))?;
         let mut listed = Vec::new();
         for m in &tenant.event_sources {
             let counters = streams.counters(&tenant.name, &m.name);
@@ -351,10 +359,22 @@ pub(super) async fn event_sources(
                 "lag": lag,
             }));
         }
-        Ok(Json(json!({"tenant": tenant.name, "eventSources": listed})).into_response())
+        let stored = streams
+            .engine
+            .tenant_bytes(&tenant.name)
+            .await
+            .map_err(engine_error)?;
+        Ok(Json(json!({
+            "tenant": tenant.name,
+            "storedBytes": stored,
+            "storedBytesQuota": tenant.quotas.stream_stored_bytes,
+            "eventSources": listed,
+        }))
+        .into_response())
     }
     .await;
     match result {
-        Ok(response) | Err(response) => response,
+        Ok(response) => response,
+        Err(refused) => *refused,
     }
 }

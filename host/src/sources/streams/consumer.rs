@@ -184,35 +184,44 @@ impl Consumer {
         }
     }
 
-    /// Up to a batch of the lane's records after `after`.
+    /// Up to a batch of the lane's records after `after`, and the sequence
+    /// number the lane has looked through: with several lanes, other
+    /// lanes' records up to it hold nothing for this one, so once the
+    /// batch is done the checkpoint can move there (or at once, with no
+    /// batch), and the lag counts only what is left.
     async fn read_lane(
         &self,
         partition: u32,
         lane: u32,
         after: u64,
-    ) -> Result<Vec<StoredRecord>, EngineError> {
+    ) -> Result<(Vec<StoredRecord>, u64), EngineError> {
         let lanes = self.mapping.parallelization;
         let want = self.mapping.batch_size;
+        let page_size = want.max(100);
         let mut batch = Vec::new();
         let mut cursor = after;
         loop {
             let page = self
                 .streams
                 .engine
-                .read(&self.id, partition, cursor, want.max(100))
+                .read(&self.id, partition, cursor, page_size)
                 .await?;
             let Some(last) = page.last() else {
-                return Ok(batch);
+                return Ok((batch, cursor));
             };
             cursor = last.seq;
-            let full = page.len() < want.max(100);
+            let at_end = page.len() < page_size;
             batch.extend(
                 page.into_iter()
                     .filter(|r| lanes == 1 || lane_of(&r.key, lanes) == lane),
             );
-            if batch.len() >= want || full {
+            if batch.len() >= want {
                 batch.truncate(want);
-                return Ok(batch);
+                let through = batch[batch.len() - 1].seq;
+                return Ok((batch, through));
+            }
+            if at_end {
+                return Ok((batch, cursor));
             }
         }
     }
@@ -233,14 +242,20 @@ impl Consumer {
                 }
                 continue;
             }
-            let checkpoint = match held {
+            let mut checkpoint = match held {
                 Some(checkpoint) => checkpoint,
                 None => self.start_of(&lane).await?,
             };
             held = Some(checkpoint);
             let woken = waker.notified();
-            let mut batch = self.read_lane(partition, lane_no, checkpoint).await?;
+            let (mut batch, mut through) = self.read_lane(partition, lane_no, checkpoint).await?;
             if batch.is_empty() {
+                if through > checkpoint {
+                    // Only other lanes' records: nothing to deliver here.
+                    self.streams.engine.commit(&lane, through).await?;
+                    held = Some(through);
+                    continue;
+                }
                 let mut stop = self.stop.clone();
                 tokio::select! {
                     _ = woken => {}
@@ -254,7 +269,7 @@ impl Consumer {
                 let waited = Duration::from_millis(now_ms().saturating_sub(batch[0].arrived_ms));
                 if waited < window {
                     self.pause(window - waited).await;
-                    batch = self.read_lane(partition, lane_no, checkpoint).await?;
+                    (batch, through) = self.read_lane(partition, lane_no, checkpoint).await?;
                 }
             }
             Counters::add(&self.counters.records_in, batch.len());
@@ -266,11 +281,16 @@ impl Consumer {
                     let _ = self.streams.engine.renew(&lane).await;
                 }
             };
-            let done = tokio::select! {
-                done = self.ordered_batch(&lane, batch, checkpoint) => done,
+            let last = batch[batch.len() - 1].seq;
+            checkpoint = tokio::select! {
+                done = self.ordered_batch(&lane, batch, checkpoint) => done?,
                 never = renew => never,
             };
-            held = Some(done?);
+            if checkpoint == last && through > last {
+                self.streams.engine.commit(&lane, through).await?;
+                checkpoint = through;
+            }
+            held = Some(checkpoint);
         }
         Ok(())
     }
@@ -305,15 +325,17 @@ impl Consumer {
                 let expired = pending.iter().take_while(|r| r.arrived_ms < cutoff).count();
                 if expired > 0 {
                     let gone: Vec<StoredRecord> = pending.drain(..expired).collect();
-                    self.give_up(
-                        &gone,
-                        Condition::RecordAgeExceeded,
-                        invocations,
-                        last_error.as_ref(),
-                    )
-                    .await?;
+                    let sent = self
+                        .give_up(
+                            &gone,
+                            Condition::RecordAgeExceeded,
+                            invocations,
+                            last_error.as_ref(),
+                        )
+                        .await?;
                     checkpoint = gone[gone.len() - 1].seq;
                     engine.commit(lane, checkpoint).await?;
+                    self.count_sent(sent, gone.len());
                     window = pending.len();
                     (attempts, invocations, last_error) = (0, 0, None);
                     continue;
@@ -358,10 +380,12 @@ impl Consumer {
             busy = 0;
             invocations += 1;
             let Some((lowest, error)) = failed_from else {
-                Counters::add(&counters.processed, window);
+                // Only what this invocation covered: after a split, records
+                // past the half have been delivered but not yet succeeded.
+                checkpoint = pending[window - 1].seq;
                 pending.drain(..window);
-                checkpoint = delivered_up_to;
                 engine.commit(lane, checkpoint).await?;
+                Counters::add(&counters.processed, window);
                 window = pending.len();
                 (attempts, invocations, last_error) = (0, 0, None);
                 continue;
@@ -371,9 +395,9 @@ impl Consumer {
             Counters::add(&counters.failed, window - lowest);
             if lowest > 0 {
                 // Everything before the lowest failed record is done.
-                Counters::add(&counters.processed, lowest);
                 checkpoint = pending[lowest - 1].seq;
                 engine.commit(lane, checkpoint).await?;
+                Counters::add(&counters.processed, lowest);
                 pending.drain(..lowest);
                 window -= lowest;
             }
@@ -390,15 +414,17 @@ impl Consumer {
                 .is_some_and(|max| attempts > max)
             {
                 let gone: Vec<StoredRecord> = pending.drain(..window).collect();
-                self.give_up(
-                    &gone,
-                    Condition::RetryAttemptsExhausted,
-                    invocations,
-                    last_error.as_ref(),
-                )
-                .await?;
+                let sent = self
+                    .give_up(
+                        &gone,
+                        Condition::RetryAttemptsExhausted,
+                        invocations,
+                        last_error.as_ref(),
+                    )
+                    .await?;
                 checkpoint = gone[gone.len() - 1].seq;
                 engine.commit(lane, checkpoint).await?;
+                self.count_sent(sent, gone.len());
                 window = pending.len();
                 (attempts, invocations, last_error) = (0, 0, None);
                 continue;
@@ -418,7 +444,7 @@ impl Consumer {
         condition: Condition,
         invocations: u32,
         error: Option<&LastError>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let failure = records::ordered_failure(
             &self.id,
             self.mapping.kind,
@@ -429,18 +455,28 @@ impl Consumer {
         );
         tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, records = gone.len(),
             condition = condition.as_str(), destination = self.mapping.on_failure.as_deref().unwrap_or("none"), "records given up on");
-        self.send_to_failure_destination(failure.to_string(), json!({}), gone.len())
+        self.send_to_failure_destination(failure.to_string(), json!({}))
             .await
     }
 
+    /// Counts records sent to the failure destination, once the source
+    /// has let go of them (checkpoint or deletion written), so that the
+    /// counts never show them both sent and still lagging.
+    fn count_sent(&self, sent: bool, records: usize) {
+        if sent {
+            Counters::add(&self.counters.sent_to_failure_destination, records);
+        }
+    }
+
+    /// Appends a message to the mapping's failure destination; false if
+    /// it has none (what is given up on is then dropped).
     async fn send_to_failure_destination(
         &self,
         body: String,
         attributes: Value,
-        records: usize,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let Some(target) = &self.mapping.on_failure else {
-            return Ok(());
+            return Ok(false);
         };
         let id = StreamId::new(&self.id.tenant, target);
         let mut tries = 0;
@@ -462,8 +498,7 @@ impl Consumer {
             {
                 Ok(_) => {
                     self.streams.waker(&id).notify_waiters();
-                    Counters::add(&self.counters.sent_to_failure_destination, records);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(
                     error @ (EngineError::KindMismatch { .. } | EngineError::StorageQuota { .. }),
@@ -559,9 +594,9 @@ impl Consumer {
                 .get("messageAttributes")
                 .cloned()
                 .unwrap_or(json!({}));
-            self.send_to_failure_destination(body, attributes, 1)
-                .await?;
+            let sent = self.send_to_failure_destination(body, attributes).await?;
             engine.settle(&self.id, vec![message.record.seq]).await?;
+            self.count_sent(sent, 1);
         }
         if live.is_empty() {
             return Ok(());
@@ -586,8 +621,9 @@ impl Consumer {
             Answer::Done { failures }
                 if failures.is_empty() || !self.mapping.report_batch_item_failures =>
             {
-                Counters::add(&self.counters.processed, all.len());
+                let n = all.len();
                 engine.settle(&self.id, all).await?;
+                Counters::add(&self.counters.processed, n);
             }
             Answer::Done { failures } => {
                 if failures.iter().all(|f| ids.contains(f)) {
@@ -597,9 +633,10 @@ impl Consumer {
                         .filter(|(_, id)| !failures.contains(id))
                         .map(|(m, _)| m.record.seq)
                         .collect();
-                    Counters::add(&self.counters.processed, done.len());
-                    Counters::add(&self.counters.failed, all.len() - done.len());
+                    let n = done.len();
+                    Counters::add(&self.counters.failed, all.len() - n);
                     engine.settle(&self.id, done).await?;
+                    Counters::add(&self.counters.processed, n);
                 } else {
                     tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, "batchItemFailures names messages not in the batch; the whole batch failed");
                     Counters::add(&self.counters.failed, all.len());
@@ -634,9 +671,12 @@ impl Consumer {
                 message.receive_count - 1,
                 None,
             );
-            self.send_to_failure_destination(failure.to_string(), json!({}), 1)
+            let sent = self
+                .send_to_failure_destination(failure.to_string(), json!({}))
                 .await?;
-            return engine.settle(&self.id, vec![seq]).await;
+            engine.settle(&self.id, vec![seq]).await?;
+            self.count_sent(sent, 1);
+            return Ok(());
         }
         self.count_received([message.receive_count]);
         let error = match self.deliver(event.clone()).await {
@@ -654,8 +694,9 @@ impl Consumer {
             Answer::Failed(error) => Some(error),
         };
         let Some(error) = error else {
+            engine.settle(&self.id, vec![seq]).await?;
             Counters::add(&self.counters.processed, 1);
-            return engine.settle(&self.id, vec![seq]).await;
+            return Ok(());
         };
         Counters::add(&self.counters.failed, 1);
         tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, attempt = message.receive_count, kind = %error.kind, error = %error.message, "S3 event failed");
@@ -667,9 +708,12 @@ impl Consumer {
                 message.receive_count,
                 Some(&error),
             );
-            self.send_to_failure_destination(failure.to_string(), json!({}), 1)
+            let sent = self
+                .send_to_failure_destination(failure.to_string(), json!({}))
                 .await?;
-            return engine.settle(&self.id, vec![seq]).await;
+            engine.settle(&self.id, vec![seq]).await?;
+            self.count_sent(sent, 1);
+            return Ok(());
         }
         engine
             .release(&self.id, seq, s3_retry_delay(message.receive_count), false)
@@ -694,6 +738,10 @@ mod tests {
     struct Closure {
         handler: Box<Handler>,
         seen: Mutex<Vec<Vec<Value>>>,
+        /// A lane whose stored checkpoint is noted at every delivery.
+        watch: std::sync::OnceLock<Lane>,
+        engine: std::sync::OnceLock<Arc<dyn crate::streams::engine::Engine>>,
+        checkpoints: Mutex<Vec<Option<u64>>>,
     }
 
     impl Deliver for Closure {
@@ -701,7 +749,13 @@ mod tests {
             let records = event["Records"].as_array().cloned().unwrap_or_default();
             let answer = (self.handler)(&records);
             self.seen.lock().unwrap().push(records);
-            Box::pin(std::future::ready(answer))
+            Box::pin(async move {
+                if let (Some(lane), Some(engine)) = (self.watch.get(), self.engine.get()) {
+                    let checkpoint = engine.checkpoint(lane).await.unwrap();
+                    self.checkpoints.lock().unwrap().push(checkpoint);
+                }
+                answer
+            })
         }
         fn stored_bytes_limit(&self) -> u64 {
             u64::MAX
@@ -724,7 +778,11 @@ mod tests {
         let closure = Arc::new(Closure {
             handler: Box::new(handler),
             seen: Mutex::default(),
+            watch: Default::default(),
+            engine: Default::default(),
+            checkpoints: Mutex::default(),
         });
+        let _ = closure.engine.set(streams.engine.clone());
         let (stop, stop_rx) = watch::channel(false);
         let consumer = Arc::new(Consumer {
             counters: streams.counters("acme", &mapping.name),
@@ -884,7 +942,19 @@ mod tests {
             },
         );
         let (lane, batch) = append(&s, &["a", "b", "c", "d", "e", "poison", "g", "h"]).await;
+        s.closure.watch.set(lane.clone()).unwrap();
         assert_eq!(s.consumer.ordered_batch(&lane, batch, 0).await.unwrap(), 8);
+        // At every delivery the stored checkpoint is just before the batch:
+        // a crash at any point redelivers from there, and skips nothing.
+        let seen = s.closure.seen.lock().unwrap().clone();
+        let checkpoints = s.closure.checkpoints.lock().unwrap().clone();
+        for (batch, checkpoint) in seen.iter().zip(&checkpoints) {
+            assert_eq!(
+                checkpoint.unwrap_or(0),
+                seq(&batch[0]) - 1,
+                "{checkpoints:?}"
+            );
+        }
         let failed = failure_destination(&s, "orders-dlq").await;
         assert_eq!(failed.len(), 1, "{failed:?}");
         let info = &failed[0]["KinesisBatchInfo"];
@@ -1088,6 +1158,20 @@ mod tests {
         let failed = failure_destination(&s, "uploads-dlq").await;
         assert_eq!(failed[0]["requestPayload"]["Records"][0], record);
         assert_eq!(failed[0]["requestContext"]["condition"], "RetriesExhausted");
+    }
+
+    #[tokio::test]
+    async fn latest_starts_after_what_is_there_and_keeps_its_place() {
+        let mapping = "stream = \"orders\"\nkind = \"kinesis\"\nstarting-position = \"latest\"\n";
+        let s = setup(mapping, failing("x"));
+        let (lane, _) = append(&s, &["old", "older"]).await;
+        assert_eq!(s.consumer.start_of(&lane).await.unwrap(), 2);
+        append(&s, &["new"]).await;
+        // Written down at once: a restart does not skip what came meanwhile.
+        assert_eq!(s.consumer.start_of(&lane).await.unwrap(), 2);
+        let trim = setup("stream = \"orders\"\nkind = \"kinesis\"\n", failing("x"));
+        let (lane, _) = append(&trim, &["old"]).await;
+        assert_eq!(trim.consumer.start_of(&lane).await.unwrap(), 0);
     }
 
     #[test]

@@ -32,8 +32,9 @@ use tokio::sync::watch;
 pub const MAX_BATCHES_IN_FLIGHT: usize = 64;
 /// How often the consumers look for changed mappings.
 const RESCAN: Duration = Duration::from_millis(250);
-/// How often retention is applied.
-const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// How often retention is applied (a pass that finds nothing to delete
+/// writes nothing).
+pub const TRIM_EVERY: Duration = Duration::from_secs(2);
 /// How long stopping waits for batches in flight before abandoning them
 /// (they are redelivered after a restart).
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -117,7 +118,7 @@ impl StreamsSource {
         let mut last_trim = Instant::now() - TRIM_EVERY;
         loop {
             let mut desired: HashMap<(String, String), EventSource> = HashMap::new();
-            for tenant in self.tenants.all() {
+            for tenant in self.tenants.all().values() {
                 for mapping in tenant.event_sources.iter().filter(|m| m.enabled) {
                     desired.insert((tenant.name.clone(), mapping.name.clone()), mapping.clone());
                 }
@@ -131,10 +132,11 @@ impl StreamsSource {
                 keep
             });
             for (key, mapping) in desired {
-                if !running.contains_key(&key) {
-                    tracing::info!(tenant = %key.0, mapping = %key.1, stream = %mapping.stream, kind = %mapping.kind, "starting an event source mapping");
-                    let run = self.start(&key.0, mapping, in_flight.clone());
-                    running.insert(key, run);
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                    let (tenant, name) = slot.key();
+                    tracing::info!(%tenant, mapping = %name, stream = %mapping.stream, kind = %mapping.kind, "starting an event source mapping");
+                    let run = self.start(tenant, mapping, in_flight.clone());
+                    slot.insert(run);
                 }
             }
             if last_trim.elapsed() >= TRIM_EVERY {
@@ -199,7 +201,7 @@ impl StreamsSource {
 
     /// Deletes records older than each tenant's retention.
     async fn trim(&self) {
-        for tenant in self.tenants.all() {
+        for tenant in self.tenants.all().values() {
             let cutoff = now_ms().saturating_sub(tenant.quotas.stream_retention.as_millis() as u64);
             match self.streams.engine.trim(&tenant.name, cutoff).await {
                 Ok(0) => {}
@@ -215,9 +217,9 @@ impl StreamsSource {
 }
 
 /// Records of the mapping's stream not yet processed: for ordered kinds,
-/// those after the lowest checkpoint of each shard's lanes (so with
-/// `parallelization` above 1, an upper bound); for queues, the messages
-/// not yet deleted.
+/// those after the lowest checkpoint of each shard's lanes (a lane with
+/// nothing to do moves its checkpoint past the others' records); for
+/// queues, the messages not yet deleted.
 pub async fn lag(
     streams: &Streams,
     tenant: &str,

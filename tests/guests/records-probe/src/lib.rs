@@ -83,7 +83,7 @@ impl dynamodb_stream::Guest for Probe {
             let echo = |r: &dynamodb_stream::DynamodbRecord| {
                 json!({
                     "eventID": r.event_id,
-                    "eventName": format!("{:?}", r.event_name),
+                    "eventName": r.event_name.as_str(),
                     "keys": dynamodb_stream::unmarshall(&r.dynamodb.keys).unwrap_or_else(Value::String),
                     "newImage": image(&r.dynamodb.new_image),
                     "oldImage": image(&r.dynamodb.old_image),

@@ -1,0 +1,53 @@
+//! Operating the host: what the operator (not a tenant) sees and uses.
+//!
+//! - [`metrics`]: Prometheus metrics, a [`Sink`] plus gauges read at
+//!   scrape time (`GET /metrics`);
+//! - [`recent`]: each tenant's recent outcomes and failures, a [`Sink`]
+//!   for the status page;
+//! - [`status`]: the status page's HTML (`GET /status`);
+//! - [`session`]: the status page's login cookie;
+//! - [`log_format`]: `serve --log-format json`.
+//!
+//! All of it is on only when `serve --admin-keys FILE` gives operator keys
+//! ([`crate::auth::admin`]); without them the routes answer 404 and the
+//! sinks are not registered.
+
+pub mod log_format;
+pub mod metrics;
+pub mod recent;
+pub mod session;
+pub mod status;
+
+use crate::auth::admin::AdminKeys;
+use crate::dispatch::Sink;
+use crate::tenant::registry::Tenants;
+use std::sync::Arc;
+
+/// What the operator routes need: the keys, the metrics, the recent
+/// history and the status page's sessions.
+pub struct Admin {
+    pub keys: AdminKeys,
+    pub metrics: Arc<metrics::Metrics>,
+    pub recent: Arc<recent::Recent>,
+    pub sessions: session::Sessions,
+    pub tenants: Arc<Tenants>,
+}
+
+impl Admin {
+    /// The operator side of a host serving `tenants`. Register
+    /// [`Admin::sinks`] with the dispatcher so the figures move.
+    pub fn new(keys: AdminKeys, tenants: Arc<Tenants>) -> Admin {
+        Admin {
+            keys,
+            metrics: Arc::new(metrics::Metrics::new(tenants.clone())),
+            recent: Arc::new(recent::Recent::new()),
+            sessions: session::Sessions::new(),
+            tenants,
+        }
+    }
+
+    /// The sinks that feed the metrics and the status page.
+    pub fn sinks(&self) -> [Arc<dyn Sink>; 2] {
+        [self.metrics.clone(), self.recent.clone()]
+    }
+}

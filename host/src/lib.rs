@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cognito;
 pub mod dispatch;
 pub mod encoding;
 pub mod engine;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use triggerfish::auth::admin::AdminKeys;
 use triggerfish::auth::hash_key;
+use triggerfish::cognito::Cognito;
 use triggerfish::dispatch::{Dispatcher, InvokeError, LogSink};
 use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::limits::Limits;
@@ -71,6 +72,10 @@ enum Command {
         /// embedded engine.
         #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
         streams: Option<String>,
+        /// The address consumers reach this host at, for the payload URLs
+        /// of oversized Cognito Streams records [default: http://LISTEN].
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
         /// Operator keys, one hash a line as `triggerfish hash-key` prints
         /// it: they open GET /metrics and GET /status. Without it those
         /// routes are off (404).
@@ -333,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             no_watch,
             data_dir,
             streams,
+            public_url,
             admin_keys,
             log_format: _,
             engine,
@@ -369,7 +375,6 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             for sink in admin.iter().flat_map(|a| a.sinks()) {
                 dispatcher = dispatcher.with_sink(sink);
             }
-            let dispatcher = Arc::new(dispatcher);
             let listener =
                 http_server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             // Listen at once, and load the tenants meanwhile: /healthz says
@@ -413,6 +418,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 ));
                 admin.set_streams(streams.clone());
             }
+            let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
+            let dispatcher = Arc::new(
+                dispatcher.with_cognito(Arc::new(Cognito::new(streams.clone(), &public_url))),
+            );
             let api = Api {
                 tenants: tenants.clone(),
                 dispatcher: dispatcher.clone(),

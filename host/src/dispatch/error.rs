@@ -119,4 +119,8 @@ pub enum InvokeError {
     /// The tenant already runs as many invocations as its quota allows.
     #[error("the tenant already runs {limit} invocations at once, its [quotas] concurrency; try again shortly")]
     TooManyRequests { limit: usize },
+    /// The sync's chain succeeded, but its outcome could not be kept and
+    /// published (Cognito Streams): the sync failed.
+    #[error("the sync was not stored: {0}; try again")]
+    SyncStore(String),
 }

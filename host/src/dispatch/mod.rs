@@ -17,7 +17,7 @@ pub use error::{ChainError, ErrorKind, InvokeError};
 
 use crate::engine::state::LogTail;
 use crate::tenant::Tenant;
-use crate::trigger::Trigger;
+use crate::trigger::{Family, Trigger};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ fn label(result: &Result<Value, InvokeError>) -> &'static str {
         Err(InvokeError::Chain(e)) => e.kind.as_str(),
         Err(InvokeError::TooManyRequests { .. }) => "too-many-requests",
         Err(InvokeError::Route(_) | InvokeError::Shape { .. }) => "bad-event",
+        Err(InvokeError::SyncStore(_)) => "sync-store-failed",
     }
 }
 
@@ -84,6 +85,8 @@ impl Sink for LogSink {
 #[derive(Clone, Default)]
 pub struct Dispatcher {
     sinks: Vec<Arc<dyn Sink>>,
+    /// Dataset state and Cognito Streams; none: syncs are not kept.
+    cognito: Option<Arc<crate::cognito::Cognito>>,
 }
 
 impl Dispatcher {
@@ -96,6 +99,18 @@ impl Dispatcher {
     pub fn with_sink(mut self, sink: Arc<dyn Sink>) -> Dispatcher {
         self.sinks.push(sink);
         self
+    }
+
+    /// Keeps the dataset state of every sync a chain accepts, and
+    /// publishes it for tenants with `[cognito-streams]`.
+    pub fn with_cognito(mut self, cognito: Arc<crate::cognito::Cognito>) -> Dispatcher {
+        self.cognito = Some(cognito);
+        self
+    }
+
+    /// The Cognito Streams service, if this dispatcher keeps syncs.
+    pub fn cognito(&self) -> Option<&Arc<crate::cognito::Cognito>> {
+        self.cognito.as_ref()
     }
 
     /// Runs `event` for `tenant` and returns the event as the chain left
@@ -168,7 +183,17 @@ impl Dispatcher {
             outcome = field::Empty,
         );
         async move {
-            let result = chain::run(tenant, trigger, event, tally).await;
+            let mut result = chain::run(tenant, trigger, event, tally).await;
+            // Publish, or it did not happen: a sync is answered only once
+            // its state and record are kept, before any sink sees it.
+            if let (Ok(out), Some(cognito), Family::Sync) =
+                (&result, &self.cognito, trigger.family())
+            {
+                if let Err(error) = cognito.after_sync(tenant, out).await {
+                    tracing::warn!(%error, "a sync's outcome could not be stored");
+                    result = Err(InvokeError::SyncStore(error.to_string()));
+                }
+            }
             tracing::Span::current().record("outcome", label(&result));
             result
         }

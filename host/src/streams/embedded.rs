@@ -12,17 +12,26 @@
 //! | `queue` | (`tenant/stream`, seq) | (visible at ms, receive count, first receive ms) |
 //! | `checkpoints` | (`tenant/stream/mapping`, partition, lane) | seq |
 //! | `tenant_bytes` | tenant | bytes stored |
+//! | `datasets` | the dataset's key (`cognito::state::DatasetId::key`) | its state as JSON |
+//! | `sync_payloads` | `tenant/payload` | the full records of an oversized sync record |
+//! | `secrets` | name | bytes |
+//!
+//! A sync's state change and its stream record are written by one write
+//! transaction: both or neither survive a crash.
 //!
 //! Writes are serialised by redb (one write transaction at a time), and
 //! every operation runs on a blocking thread, off the async workers.
 
 use super::engine::{
-    shard_of, Appended, Engine, EngineError, EngineFuture, Lane, NewRecord, Received, StoredRecord,
-    StreamInfo,
+    random_secret, shard_of, Appended, Engine, EngineError, EngineFuture, Lane, NewRecord,
+    Received, StoredRecord, StreamInfo, SyncWrite,
 };
 use super::{now_ms, StreamId, StreamKind};
+use crate::cognito::state::{self, Applied, DatasetId, DatasetState};
+use redb::WriteTransaction;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +41,9 @@ const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("
 const QUEUE: TableDefinition<(&str, u64), (u64, u32, u64)> = TableDefinition::new("queue");
 const CHECKPOINTS: TableDefinition<(&str, u32, u32), u64> = TableDefinition::new("checkpoints");
 const TENANT_BYTES: TableDefinition<&str, u64> = TableDefinition::new("tenant_bytes");
+const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
+const SYNC_PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_payloads");
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "streams.redb";
@@ -67,6 +79,9 @@ impl EmbeddedEngine {
         txn.open_table(QUEUE).map_err(store)?;
         txn.open_table(CHECKPOINTS).map_err(store)?;
         txn.open_table(TENANT_BYTES).map_err(store)?;
+        txn.open_table(DATASETS).map_err(store)?;
+        txn.open_table(SYNC_PAYLOADS).map_err(store)?;
+        txn.open_table(SECRETS).map_err(store)?;
         txn.commit().map_err(store)?;
         Ok(EmbeddedEngine { db: Arc::new(db) })
     }
@@ -83,6 +98,88 @@ impl EmbeddedEngine {
                 .map_err(store)?
         })
     }
+}
+
+/// Appends records inside `txn` (see [`Engine::append`]); an error leaves
+/// the transaction to be dropped, which aborts it.
+fn append_in(
+    txn: &WriteTransaction,
+    id: &StreamId,
+    kind: StreamKind,
+    records: Vec<NewRecord>,
+    max_tenant_bytes: u64,
+) -> Result<Vec<Appended>, EngineError> {
+    let key = id.key();
+    let appended = {
+        let mut streams = txn.open_table(STREAMS).map_err(store)?;
+        let mut meta = match streams.get(key.as_str()).map_err(store)? {
+            Some(m) => serde_json::from_slice::<Meta>(m.value()).map_err(store)?,
+            None => Meta { kind, last_seq: 0 },
+        };
+        if meta.kind != kind {
+            return Err(EngineError::KindMismatch {
+                stream: id.stream.clone(),
+                existing: meta.kind,
+                wanted: kind,
+            });
+        }
+        let mut bytes_table = txn.open_table(TENANT_BYTES).map_err(store)?;
+        let stored = bytes_table
+            .get(id.tenant.as_str())
+            .map_err(store)?
+            .map_or(0, |b| b.value());
+        let now = now_ms();
+        let mut table = txn.open_table(RECORDS).map_err(store)?;
+        let mut queue = txn.open_table(QUEUE).map_err(store)?;
+        let mut adding = 0u64;
+        let mut appended = Vec::with_capacity(records.len());
+        for record in records {
+            meta.last_seq += 1;
+            let partition = if kind.is_ordered() {
+                shard_of(&record.key)
+            } else {
+                0
+            };
+            let stored_record = StoredRecord {
+                seq: meta.last_seq,
+                partition,
+                key: record.key,
+                arrived_ms: now,
+                body: record.body,
+            };
+            adding += stored_record.stored_bytes();
+            let bytes = serde_json::to_vec(&stored_record).map_err(store)?;
+            table
+                .insert((key.as_str(), partition, meta.last_seq), bytes.as_slice())
+                .map_err(store)?;
+            if !kind.is_ordered() {
+                queue
+                    .insert((key.as_str(), meta.last_seq), (0u64, 0u32, 0u64))
+                    .map_err(store)?;
+            }
+            appended.push(Appended {
+                partition,
+                seq: meta.last_seq,
+            });
+        }
+        if stored + adding > max_tenant_bytes {
+            // Dropping the transaction aborts it.
+            return Err(EngineError::StorageQuota {
+                stored,
+                adding,
+                limit: max_tenant_bytes,
+            });
+        }
+        bytes_table
+            .insert(id.tenant.as_str(), stored + adding)
+            .map_err(store)?;
+        let meta = serde_json::to_vec(&meta).map_err(store)?;
+        streams
+            .insert(key.as_str(), meta.as_slice())
+            .map_err(store)?;
+        appended
+    };
+    Ok(appended)
 }
 
 fn checkpoint_key(lane: &Lane) -> String {
@@ -114,77 +211,8 @@ impl Engine for EmbeddedEngine {
     ) -> EngineFuture<'_, Vec<Appended>> {
         let id = id.clone();
         self.blocking(move |db| {
-            let key = id.key();
             let txn = db.begin_write().map_err(store)?;
-            let appended = {
-                let mut streams = txn.open_table(STREAMS).map_err(store)?;
-                let mut meta = match streams.get(key.as_str()).map_err(store)? {
-                    Some(m) => serde_json::from_slice::<Meta>(m.value()).map_err(store)?,
-                    None => Meta { kind, last_seq: 0 },
-                };
-                if meta.kind != kind {
-                    return Err(EngineError::KindMismatch {
-                        stream: id.stream.clone(),
-                        existing: meta.kind,
-                        wanted: kind,
-                    });
-                }
-                let mut bytes_table = txn.open_table(TENANT_BYTES).map_err(store)?;
-                let stored = bytes_table
-                    .get(id.tenant.as_str())
-                    .map_err(store)?
-                    .map_or(0, |b| b.value());
-                let now = now_ms();
-                let mut table = txn.open_table(RECORDS).map_err(store)?;
-                let mut queue = txn.open_table(QUEUE).map_err(store)?;
-                let mut adding = 0u64;
-                let mut appended = Vec::with_capacity(records.len());
-                for record in records {
-                    meta.last_seq += 1;
-                    let partition = if kind.is_ordered() {
-                        shard_of(&record.key)
-                    } else {
-                        0
-                    };
-                    let stored_record = StoredRecord {
-                        seq: meta.last_seq,
-                        partition,
-                        key: record.key,
-                        arrived_ms: now,
-                        body: record.body,
-                    };
-                    adding += stored_record.stored_bytes();
-                    let bytes = serde_json::to_vec(&stored_record).map_err(store)?;
-                    table
-                        .insert((key.as_str(), partition, meta.last_seq), bytes.as_slice())
-                        .map_err(store)?;
-                    if !kind.is_ordered() {
-                        queue
-                            .insert((key.as_str(), meta.last_seq), (0u64, 0u32, 0u64))
-                            .map_err(store)?;
-                    }
-                    appended.push(Appended {
-                        partition,
-                        seq: meta.last_seq,
-                    });
-                }
-                if stored + adding > max_tenant_bytes {
-                    // Dropping the transaction aborts it.
-                    return Err(EngineError::StorageQuota {
-                        stored,
-                        adding,
-                        limit: max_tenant_bytes,
-                    });
-                }
-                bytes_table
-                    .insert(id.tenant.as_str(), stored + adding)
-                    .map_err(store)?;
-                let meta = serde_json::to_vec(&meta).map_err(store)?;
-                streams
-                    .insert(key.as_str(), meta.as_slice())
-                    .map_err(store)?;
-                appended
-            };
+            let appended = append_in(&txn, &id, kind, records, max_tenant_bytes)?;
             txn.commit().map_err(store)?;
             Ok(appended)
         })
@@ -454,6 +482,115 @@ impl Engine for EmbeddedEngine {
                 .map_err(store)?
                 .map_or(0, |b| b.value());
             Ok(bytes)
+        })
+    }
+
+    fn apply_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
+        self.blocking(move |db| {
+            let key = sync.dataset.key();
+            let txn = db.begin_write().map_err(store)?;
+            let applied = {
+                let mut datasets = txn.open_table(DATASETS).map_err(store)?;
+                let mut current: DatasetState = match datasets.get(key.as_str()).map_err(store)? {
+                    Some(v) => serde_json::from_slice(v.value()).map_err(store)?,
+                    None => DatasetState::default(),
+                };
+                let Some(applied) =
+                    state::apply(&sync.dataset, &mut current, &sync.updates, sync.now_ms)
+                else {
+                    return Ok(None);
+                };
+                let bytes = serde_json::to_vec(&current).map_err(store)?;
+                datasets
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(store)?;
+                if let Some(publish) = &sync.publish {
+                    let built = (publish.build)(&applied);
+                    if let Some((payload, records)) = built.payload {
+                        let mut payloads = txn.open_table(SYNC_PAYLOADS).map_err(store)?;
+                        let k = format!("{}/{payload}", publish.stream.tenant);
+                        let v = serde_json::to_vec(&records).map_err(store)?;
+                        payloads.insert(k.as_str(), v.as_slice()).map_err(store)?;
+                    }
+                    append_in(
+                        &txn,
+                        &publish.stream,
+                        StreamKind::Kinesis,
+                        vec![built.record],
+                        publish.max_tenant_bytes,
+                    )?;
+                }
+                applied
+            };
+            txn.commit().map_err(store)?;
+            Ok(Some(applied))
+        })
+    }
+
+    fn dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
+        let key = id.key();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(store)?;
+            let table = txn.open_table(DATASETS).map_err(store)?;
+            let value = table.get(key.as_str()).map_err(store)?;
+            value
+                .map(|v| serde_json::from_slice(v.value()).map_err(store))
+                .transpose()
+        })
+    }
+
+    fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
+        let prefix = DatasetId::tenant_prefix(tenant);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(store)?;
+            let table = txn.open_table(DATASETS).map_err(store)?;
+            let mut found = Vec::new();
+            for entry in table.range(prefix.as_str()..).map_err(store)? {
+                let (k, _) = entry.map_err(store)?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                found.extend(DatasetId::from_key(k.value()));
+            }
+            Ok(found)
+        })
+    }
+
+    fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>> {
+        let key = format!("{tenant}/{payload}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(store)?;
+            let table = txn.open_table(SYNC_PAYLOADS).map_err(store)?;
+            let value = table.get(key.as_str()).map_err(store)?;
+            value
+                .map(|v| serde_json::from_slice(v.value()).map_err(store))
+                .transpose()
+        })
+    }
+
+    fn secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(store)?;
+            let secret = {
+                let mut table = txn.open_table(SECRETS).map_err(store)?;
+                let existing = table
+                    .get(name.as_str())
+                    .map_err(store)?
+                    .map(|v| v.value().to_vec());
+                match existing {
+                    Some(secret) => secret,
+                    None => {
+                        let secret = random_secret()?;
+                        table
+                            .insert(name.as_str(), secret.as_slice())
+                            .map_err(store)?;
+                        secret
+                    }
+                }
+            };
+            txn.commit().map_err(store)?;
+            Ok(secret)
         })
     }
 }

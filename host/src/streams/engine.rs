@@ -19,10 +19,12 @@
 //!   readable in the stream until retention trims it.
 
 use super::{StreamId, StreamKind};
+use crate::cognito::state::{Applied, DatasetId, DatasetState, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Partitions (Kinesis shards) of an ordered stream. Fixed: a record's
@@ -63,6 +65,35 @@ pub struct NewRecord {
     pub key: String,
     /// What the kind keeps of the record (see `streams::records`).
     pub body: Value,
+}
+
+/// A sync's outcome to apply to a dataset (Cognito Streams): the state
+/// change and its stream record happen together or not at all.
+pub struct SyncWrite {
+    pub dataset: DatasetId,
+    pub updates: Vec<Update>,
+    pub now_ms: u64,
+    /// Where the applied sync is published, if the tenant publishes.
+    pub publish: Option<SyncPublish>,
+}
+
+/// Where and how an applied sync is published.
+#[derive(Clone)]
+pub struct SyncPublish {
+    /// A Kinesis stream of the tenant, created on first use.
+    pub stream: StreamId,
+    pub max_tenant_bytes: u64,
+    /// Builds the record of an applied sync (the engine may call it more
+    /// than once: a lost compare-and-set applies the sync again).
+    pub build: Arc<dyn Fn(&Applied) -> BuiltRecord + Send + Sync>,
+}
+
+/// An applied sync's stream record, and the full records kept for its
+/// `kinesisSyncRecordsURL` when they did not fit inline.
+pub struct BuiltRecord {
+    pub record: NewRecord,
+    /// (payload id, full records).
+    pub payload: Option<(String, Value)>,
 }
 
 /// Where an appended record landed.
@@ -232,6 +263,36 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Bytes the tenant's streams hold.
     fn tenant_bytes(&self, tenant: &str) -> EngineFuture<'_, u64>;
+
+    /// Applies a sync to its dataset and publishes its record, as one
+    /// step: the state changes only if the record is appended (redb: one
+    /// write transaction; NATS: compare-and-set with the record kept in
+    /// the state as an outbox until published). None: nothing changed,
+    /// nothing published.
+    fn apply_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>>;
+
+    /// A dataset's state, if any sync stored it.
+    fn dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>>;
+
+    /// Every dataset of a tenant (bulk publish).
+    fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>>;
+
+    /// The full records of an oversized sync record, by payload id.
+    fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>>;
+
+    /// A secret shared by every host of the engine (32 random bytes made
+    /// on first use): the key that signs payload URLs.
+    fn secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>>;
+}
+
+/// 32 random bytes from the system.
+pub fn random_secret() -> Result<Vec<u8>, EngineError> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| EngineError::Store(format!("cannot read /dev/urandom: {e}")))?;
+    Ok(bytes)
 }
 
 /// The shard of a partition key: its MD5 as a 128-bit number, mapped onto

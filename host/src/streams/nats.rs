@@ -8,6 +8,19 @@
 //! | checkpoints | the key-value bucket `TF_CHECKPOINTS`, key `<tenant>.<stream>.<mapping>.<partition>.<lane>` |
 //! | which host runs a lane | the key-value bucket `TF_LEASES`, same keys: the holder and when its lease ends, taken and renewed by compare-and-set on the key's revision |
 //! | which hosts are alive | `TF_LEASES`, key `hosts.<host>`: when its heartbeat ends |
+//! | dataset state (Cognito Streams) | the bucket `TF_DATASETS`, key `<tenant>.<pool>.<identity>.<dataset>`: the dataset as JSON, with its outbox; secrets under `_secrets.<name>` |
+//! | full records of an oversized sync record | the bucket `TF_SYNC_PAYLOADS` (messages kept 24 hours), key `<tenant>.<payload>` |
+//!
+//! A sync is applied by compare-and-set on its dataset's revision, so two
+//! hosts never hand out the same sync count: the loser reads the new
+//! state and applies the sync again. The written state carries the
+//! sync's record (`pending`, the outbox); the host then publishes it with
+//! the JetStream message id `<dataset>/<syncCount>` (duplicates within
+//! the stream's 2-minute window are dropped) and clears the outbox by
+//! another compare-and-set. A host that dies between the two leaves the
+//! record in the outbox: the next sync of the dataset (on any host), or a
+//! read of it, publishes it first. Until then the record is late, never
+//! lost; after the window it may be published twice (at least once).
 //!
 //! Lanes are shared fairly: a host takes a free lane only while it holds
 //! fewer than its share (the lanes it knows of divided by the hosts alive,
@@ -31,10 +44,11 @@
 //! the last acknowledged records unless the server runs in a cluster.
 
 use super::engine::{
-    shard_of, Appended, Engine, EngineError, EngineFuture, Lane, NewRecord, Received, StoredRecord,
-    StreamInfo,
+    random_secret, shard_of, Appended, Engine, EngineError, EngineFuture, Lane, NewRecord,
+    Received, StoredRecord, StreamInfo, SyncWrite,
 };
 use super::{now_ms, StreamId, StreamKind};
+use crate::cognito::state::{self, Applied, DatasetId, DatasetState};
 use async_nats::jetstream::{self, consumer, kv, stream, AckKind};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -45,6 +59,12 @@ use std::time::Duration;
 
 const CHECKPOINTS: &str = "TF_CHECKPOINTS";
 const LEASES: &str = "TF_LEASES";
+const DATASETS: &str = "TF_DATASETS";
+const SYNC_PAYLOADS: &str = "TF_SYNC_PAYLOADS";
+/// How long the full records of an oversized sync record are kept.
+pub const SYNC_PAYLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Compare-and-set attempts on one dataset before a sync gives up.
+const CAS_ATTEMPTS: usize = 64;
 /// The queue consumer every host shares.
 const QUEUE_CONSUMER: &str = "tf-queue";
 const KIND_PREFIX: &str = "triggerfish stream, kind ";
@@ -76,6 +96,8 @@ pub struct NatsEngine {
     js: jetstream::Context,
     checkpoints: kv::Store,
     leases: kv::Store,
+    datasets: kv::Store,
+    payloads: kv::Store,
     /// This host, as lease values name it.
     holder: String,
     /// Queue messages received and not yet settled or released, by
@@ -83,6 +105,9 @@ pub struct NatsEngine {
     inflight: Mutex<HashMap<(String, u64), jetstream::Message>>,
     /// Lanes this host was asked to run, and which of them it holds.
     lanes: Mutex<Lanes>,
+    /// Fault injection for tests: stop right after a sync's state (and
+    /// outbox) is written, as a host killed at the worst moment would.
+    pub crash_before_publish: std::sync::atomic::AtomicBool,
     /// Receives this host did not count (`release` with `uncount`), taken
     /// off JetStream's delivery count.
     uncounted: Mutex<HashMap<(String, u64), u32>>,
@@ -183,15 +208,121 @@ impl NatsEngine {
         }
         let leases = buckets.pop().expect("two buckets");
         let checkpoints = buckets.pop().expect("two buckets");
+        js.get_or_create_stream(bucket_config(DATASETS))
+            .await
+            .map_err(|e| store(format!("cannot create the bucket {DATASETS}: {e}")))?;
+        let datasets = js.get_key_value(DATASETS).await.map_err(store)?;
+        js.get_or_create_stream(stream::Config {
+            max_age: SYNC_PAYLOAD_AGE,
+            ..bucket_config(SYNC_PAYLOADS)
+        })
+        .await
+        .map_err(|e| store(format!("cannot create the bucket {SYNC_PAYLOADS}: {e}")))?;
+        let payloads = js.get_key_value(SYNC_PAYLOADS).await.map_err(store)?;
         Ok(NatsEngine {
             js,
             checkpoints,
             leases,
+            datasets,
+            payloads,
             holder: format!("{}-{:016x}", std::process::id(), rand_u64()),
             inflight: Mutex::default(),
+            crash_before_publish: Default::default(),
             lanes: Mutex::default(),
             uncounted: Mutex::default(),
         })
+    }
+
+    /// The JetStream stream of `id`, created with `kind` if missing;
+    /// refused if it has another kind.
+    async fn ensure(&self, id: &StreamId, kind: StreamKind) -> Result<(), EngineError> {
+        let existing = match self.get(id).await? {
+            Some(stream) => stream,
+            None => {
+                let config = stream::Config {
+                    name: stream_name(id),
+                    subjects: vec![format!("tf.{}.{}.*", token(&id.tenant), token(&id.stream))],
+                    description: Some(format!("{KIND_PREFIX}{}", kind.as_str())),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                };
+                // Another host may create it at the same moment: the
+                // config is the same, so either wins.
+                self.js.get_or_create_stream(config).await.map_err(store)?
+            }
+        };
+        if let Some(existing) = kind_of(existing.cached_info()).filter(|k| *k != kind) {
+            return Err(EngineError::KindMismatch {
+                stream: id.stream.clone(),
+                existing,
+                wanted: kind,
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes an outbox record once: JetStream drops a second publish
+    /// with the same message id within its duplicate window.
+    async fn publish_pending(&self, pending: &Value) -> Result<(), EngineError> {
+        let pending: Pending = serde_json::from_value(pending.clone()).map_err(store)?;
+        let id = StreamId::new(&pending.tenant, &pending.stream);
+        self.ensure(&id, StreamKind::Kinesis).await?;
+        let message = Message {
+            arrived_ms: now_ms(),
+            key: pending.key.clone(),
+            body: pending.body,
+        };
+        let payload = serde_json::to_vec(&message).map_err(store)?;
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(&pending.message_id);
+        self.js
+            .send_publish(subject(&id, shard_of(&pending.key)), publish)
+            .await
+            .map_err(store)?
+            .await
+            .map_err(store)?;
+        Ok(())
+    }
+
+    /// A dataset's state and revision (0: none yet).
+    async fn dataset_entry(&self, key: &str) -> Result<(DatasetState, u64), EngineError> {
+        match self.datasets.entry(key).await.map_err(store)? {
+            Some(entry) if entry.operation == kv::Operation::Put => Ok((
+                serde_json::from_slice(&entry.value).map_err(store)?,
+                entry.revision,
+            )),
+            Some(entry) => Ok((DatasetState::default(), entry.revision)),
+            None => Ok((DatasetState::default(), 0)),
+        }
+    }
+
+    /// Writes a dataset if its revision is still `revision`: the new
+    /// revision, or None if another host wrote it first.
+    async fn write_dataset(
+        &self,
+        key: &str,
+        state: &DatasetState,
+        revision: u64,
+    ) -> Result<Option<u64>, EngineError> {
+        let bytes = serde_json::to_vec(state).map_err(store)?;
+        let written = if revision == 0 {
+            self.datasets.create(key, bytes.into()).await.ok()
+        } else {
+            self.datasets.update(key, bytes.into(), revision).await.ok()
+        };
+        Ok(written)
+    }
+
+    /// Publishes what the dataset's outbox holds and clears it (if no
+    /// other host wrote the dataset meanwhile: then that host did).
+    async fn flush_outbox(&self, key: &str) -> Result<(), EngineError> {
+        let (mut state, revision) = self.dataset_entry(key).await?;
+        if let Some(pending) = state.pending.take() {
+            self.publish_pending(&pending).await?;
+            self.write_dataset(key, &state, revision).await?;
+        }
+        Ok(())
     }
 
     /// The JetStream stream of `id`, if it exists.
@@ -372,6 +503,45 @@ impl NatsEngine {
     }
 }
 
+/// A sync record waiting in a dataset's outbox.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pending {
+    tenant: String,
+    stream: String,
+    key: String,
+    body: Value,
+    message_id: String,
+}
+
+fn dataset_key(id: &DatasetId) -> String {
+    format!(
+        "{}.{}.{}.{}",
+        token(&id.tenant),
+        token(&id.pool),
+        token(&id.identity),
+        token(&id.dataset)
+    )
+}
+
+/// Reads back a name [`token`] encoded.
+fn untoken(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A random number for this host's lease name: two hosts in one process
 /// (tests) must differ too.
 fn rand_u64() -> u64 {
@@ -409,31 +579,7 @@ impl Engine for NatsEngine {
     ) -> EngineFuture<'_, Vec<Appended>> {
         let id = id.clone();
         Box::pin(async move {
-            let existing = match self.get(&id).await? {
-                Some(stream) => Some(stream),
-                None => {
-                    let config = stream::Config {
-                        name: stream_name(&id),
-                        subjects: vec![format!("tf.{}.{}.*", token(&id.tenant), token(&id.stream))],
-                        description: Some(format!("{KIND_PREFIX}{}", kind.as_str())),
-                        storage: stream::StorageType::File,
-                        ..Default::default()
-                    };
-                    // Another host may create it at the same moment: the
-                    // config is the same, so either wins.
-                    Some(self.js.get_or_create_stream(config).await.map_err(store)?)
-                }
-            };
-            if let Some(existing) = existing {
-                let existing_kind = kind_of(existing.cached_info());
-                if let Some(existing) = existing_kind.filter(|k| *k != kind) {
-                    return Err(EngineError::KindMismatch {
-                        stream: id.stream.clone(),
-                        existing,
-                        wanted: kind,
-                    });
-                }
-            }
+            self.ensure(&id, kind).await?;
             let now = now_ms();
             let messages: Vec<(u32, Vec<u8>)> = records
                 .into_iter()
@@ -753,6 +899,167 @@ impl Engine for NatsEngine {
                 }
             }
             Ok(bytes)
+        })
+    }
+    fn apply_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
+        Box::pin(async move {
+            let key = dataset_key(&sync.dataset);
+            if let Some(publish) = &sync.publish {
+                let stored = self.tenant_bytes(&publish.stream.tenant).await?;
+                if stored >= publish.max_tenant_bytes {
+                    return Err(EngineError::StorageQuota {
+                        stored,
+                        adding: 0,
+                        limit: publish.max_tenant_bytes,
+                    });
+                }
+            }
+            for _ in 0..CAS_ATTEMPTS {
+                let (mut current, revision) = self.dataset_entry(&key).await?;
+                // Finish what an earlier sync left in the outbox first, so
+                // one identity's records stay in order.
+                let flushed = match current.pending.take() {
+                    Some(pending) => {
+                        self.publish_pending(&pending).await?;
+                        true
+                    }
+                    None => false,
+                };
+                let Some(applied) =
+                    state::apply(&sync.dataset, &mut current, &sync.updates, sync.now_ms)
+                else {
+                    if flushed {
+                        self.write_dataset(&key, &current, revision).await?;
+                    }
+                    return Ok(None);
+                };
+                let pending = match &sync.publish {
+                    None => None,
+                    Some(publish) => {
+                        let built = (publish.build)(&applied);
+                        if let Some((payload, records)) = built.payload {
+                            let bytes = serde_json::to_vec(&records).map_err(store)?;
+                            self.payloads
+                                .put(
+                                    format!(
+                                        "{}.{}",
+                                        token(&publish.stream.tenant),
+                                        token(&payload)
+                                    ),
+                                    bytes.into(),
+                                )
+                                .await
+                                .map_err(store)?;
+                        }
+                        let pending = Pending {
+                            tenant: publish.stream.tenant.clone(),
+                            stream: publish.stream.stream.clone(),
+                            key: built.record.key,
+                            body: built.record.body,
+                            message_id: format!("{key}/{}", applied.sync_count),
+                        };
+                        Some(serde_json::to_value(&pending).map_err(store)?)
+                    }
+                };
+                current.pending = pending.clone();
+                let Some(written) = self.write_dataset(&key, &current, revision).await? else {
+                    // Another host applied a sync of this dataset first.
+                    continue;
+                };
+                if let Some(pending) = pending {
+                    if self
+                        .crash_before_publish
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        return Err(store("injected crash between state and publish"));
+                    }
+                    self.publish_pending(&pending).await?;
+                    current.pending = None;
+                    // If another host wrote meanwhile, it published this
+                    // record first (deduplicated) and cleared the outbox.
+                    self.write_dataset(&key, &current, written).await?;
+                }
+                return Ok(Some(applied));
+            }
+            Err(store(format!(
+                "{CAS_ATTEMPTS} hosts' syncs of the dataset {key} won the race in a row; try again"
+            )))
+        })
+    }
+
+    fn dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
+        let key = dataset_key(id);
+        Box::pin(async move {
+            self.flush_outbox(&key).await?;
+            let (state, revision) = self.dataset_entry(&key).await?;
+            Ok((revision != 0 && state.sync_count > 0).then_some(state))
+        })
+    }
+
+    fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
+        let tenant = tenant.to_owned();
+        Box::pin(async move {
+            let bucket = self
+                .js
+                .get_stream(format!("KV_{DATASETS}"))
+                .await
+                .map_err(store)?;
+            let mut subjects = bucket
+                .info_with_subjects(format!("$KV.{DATASETS}.{}.>", token(&tenant)))
+                .await
+                .map_err(store)?;
+            let mut found = Vec::new();
+            while let Some(subject) = subjects.next().await {
+                let subject = subject.map_err(store)?.0;
+                let parts: Vec<&str> = subject.split('.').skip(3).collect();
+                if let [pool, identity, dataset] = parts[..] {
+                    if let (Some(pool), Some(identity), Some(dataset)) =
+                        (untoken(pool), untoken(identity), untoken(dataset))
+                    {
+                        found.push(DatasetId {
+                            tenant: tenant.clone(),
+                            pool,
+                            identity,
+                            dataset,
+                        });
+                    }
+                }
+            }
+            found.sort();
+            Ok(found)
+        })
+    }
+
+    fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>> {
+        let key = format!("{}.{}", token(tenant), token(payload));
+        Box::pin(async move {
+            let value = self.payloads.get(key).await.map_err(store)?;
+            value
+                .map(|v| serde_json::from_slice(&v).map_err(store))
+                .transpose()
+        })
+    }
+
+    fn secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
+        let key = format!("_secrets.{}", token(name));
+        Box::pin(async move {
+            if let Some(secret) = self.datasets.get(&key).await.map_err(store)? {
+                return Ok(secret.to_vec());
+            }
+            let secret = random_secret()?;
+            // Two hosts making it at once: the first one's stays.
+            if self
+                .datasets
+                .create(&key, secret.clone().into())
+                .await
+                .is_ok()
+            {
+                return Ok(secret);
+            }
+            let secret = self.datasets.get(&key).await.map_err(store)?;
+            secret
+                .map(|s| s.to_vec())
+                .ok_or_else(|| store(format!("the secret {key} vanished")))
         })
     }
 }

@@ -26,6 +26,9 @@ pub struct TenantFile {
     /// Event source mappings: streams whose records feed the plugins.
     #[serde(default)]
     pub event_sources: Vec<crate::streams::mapping::EventSourceFile>,
+    /// Cognito Streams: where applied syncs are published.
+    #[serde(default)]
+    pub cognito_streams: Option<crate::cognito::CognitoStreamsFile>,
 }
 
 /// One plugin's settings.

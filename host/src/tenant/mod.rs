@@ -62,6 +62,7 @@ pub(super) struct Settings {
     plugin_settings: BTreeMap<String, PluginSettings>,
     default_settings: PluginSettings,
     event_sources: Vec<EventSource>,
+    cognito_streams: Option<crate::cognito::CognitoStreams>,
 }
 
 impl Settings {
@@ -83,6 +84,11 @@ impl Settings {
             .outbound
             .within(&no_hosts, &policy.outbound, "outbound")?;
         let event_sources = crate::streams::mapping::resolve_all(&file.event_sources)?;
+        let cognito_streams = file
+            .cognito_streams
+            .as_ref()
+            .map(|c| c.resolve())
+            .transpose()?;
         let mut plugin_settings = BTreeMap::new();
         for (stem, plugin) in file.plugins {
             let table = |part: &str| format!("plugins.{stem}.{part}");
@@ -116,6 +122,7 @@ impl Settings {
             quotas,
             plugin_settings,
             event_sources,
+            cognito_streams,
         })
     }
 }
@@ -155,6 +162,8 @@ pub struct Tenant {
     /// Event source mappings (`[[event-sources]]`), run by the stream
     /// consumers.
     pub event_sources: Vec<EventSource>,
+    /// `[cognito-streams]`: where applied syncs are published.
+    pub cognito_streams: Option<crate::cognito::CognitoStreams>,
 }
 
 impl Tenant {
@@ -268,6 +277,7 @@ impl Tenant {
         self.plugin_settings = previous.plugin_settings.clone();
         self.default_settings = previous.default_settings.clone();
         self.event_sources = previous.event_sources.clone();
+        self.cognito_streams = previous.cognito_streams.clone();
     }
 
     /// The last load error of the plugin with this file stem, if its
@@ -283,6 +293,7 @@ impl Tenant {
         self.plugin_settings = settings.plugin_settings;
         self.default_settings = settings.default_settings;
         self.event_sources = settings.event_sources;
+        self.cognito_streams = settings.cognito_streams;
     }
 
     /// The settings of the plugin with this file stem (the tenant's

@@ -4,6 +4,9 @@
 //!   `GET /healthz` ([`events`]);
 //! - `POST|GET /v1/tenants/{tenant}/streams/{stream}/records`,
 //!   `GET /v1/tenants/{tenant}/event-sources` ([`streams`]);
+//! - `GET /v1/tenants/{tenant}/datasets/{identityId}/{datasetName}`,
+//!   `POST|GET /v1/tenants/{tenant}/bulk-publish`,
+//!   `GET /v1/tenants/{tenant}/sync-payloads/{payload}` ([`cognito`]);
 //! - `POST /2015-03-31/functions/{tenant}/invocations`, AWS Lambda's Invoke
 //!   API, so Cognito emulators and AWS SDKs can call the host ([`lambda`]);
 //! - `GET /metrics`, `GET /status`, `POST /status/login|logout`, the
@@ -17,6 +20,7 @@
 //! routes, Lambda's own shapes on the Lambda route.
 
 mod admin;
+mod cognito;
 mod deploy;
 mod events;
 mod lambda;
@@ -72,6 +76,18 @@ pub fn router(api: Api) -> Router {
         .route(
             "/v1/tenants/{tenant}/event-sources",
             get(streams::event_sources),
+        )
+        .route(
+            "/v1/tenants/{tenant}/datasets/{identity}/{dataset}",
+            get(cognito::dataset),
+        )
+        .route(
+            "/v1/tenants/{tenant}/bulk-publish",
+            post(cognito::start_bulk_publish).get(cognito::bulk_publish_status),
+        )
+        .route(
+            "/v1/tenants/{tenant}/sync-payloads/{payload}",
+            get(cognito::sync_payload),
         )
         .route(
             "/v1/tenants/{tenant}/plugins/{name}",
@@ -133,6 +149,7 @@ pub(crate) enum RequestErrorKind {
     Forbidden,
     InvalidSignature,
     TooManyRequests,
+    SyncStoreFailed,
     InvalidPlugin,
     InvalidConfig,
     UnknownPlugin,
@@ -155,6 +172,7 @@ impl RequestErrorKind {
             RequestErrorKind::Forbidden => "forbidden",
             RequestErrorKind::InvalidSignature => "invalid-signature",
             RequestErrorKind::TooManyRequests => "too-many-requests",
+            RequestErrorKind::SyncStoreFailed => "sync-store-failed",
             RequestErrorKind::InvalidPlugin => "invalid-plugin",
             RequestErrorKind::InvalidConfig => "invalid-config",
             RequestErrorKind::UnknownPlugin => "unknown-plugin",
@@ -175,6 +193,7 @@ impl RequestErrorKind {
             RequestErrorKind::Forbidden => "AccessDeniedException",
             RequestErrorKind::InvalidSignature => "InvalidSignatureException",
             RequestErrorKind::TooManyRequests => "TooManyRequestsException",
+            RequestErrorKind::SyncStoreFailed => "ServiceException",
             RequestErrorKind::MalformedJson
             | RequestErrorKind::UnknownTrigger
             | RequestErrorKind::InvalidEvent
@@ -380,6 +399,11 @@ pub(crate) fn split_result(
             StatusCode::TOO_MANY_REQUESTS,
             RequestErrorKind::TooManyRequests,
             busy.to_string(),
+        )),
+        Err(store @ InvokeError::SyncStore(_)) => Err(RequestError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RequestErrorKind::SyncStoreFailed,
+            store.to_string(),
         )),
     }
 }

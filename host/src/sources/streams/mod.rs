@@ -60,6 +60,10 @@ impl Deliver for DispatchDeliver {
                     kind: error.kind.as_str().to_owned(),
                     message: error.message,
                 }),
+                Err(error @ InvokeError::SyncStore(_)) => Answer::Failed(LastError {
+                    kind: "sync-store-failed".into(),
+                    message: error.to_string(),
+                }),
                 Err(error @ (InvokeError::Route(_) | InvokeError::Shape { .. })) => {
                     Answer::Failed(LastError {
                         kind: "bad-event".into(),

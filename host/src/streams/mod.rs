@@ -11,6 +11,7 @@
 //! The consumers that run the mappings are a source
 //! (`sources::streams`); the routes are in `sources::http::streams`.
 
+pub mod cognito_streams;
 pub mod embedded;
 pub mod engine;
 pub mod ingest;

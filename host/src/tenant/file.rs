@@ -28,7 +28,7 @@ pub struct TenantFile {
     pub event_sources: Vec<crate::streams::mapping::EventSourceFile>,
     /// Cognito Streams: where applied syncs are published.
     #[serde(default)]
-    pub cognito_streams: Option<crate::cognito::CognitoStreamsFile>,
+    pub cognito_streams: Option<crate::streams::cognito_streams::CognitoStreamsFile>,
 }
 
 /// One plugin's settings.

@@ -62,7 +62,7 @@ pub(super) struct Settings {
     plugin_settings: BTreeMap<String, PluginSettings>,
     default_settings: PluginSettings,
     event_sources: Vec<EventSource>,
-    cognito_streams: Option<crate::cognito::CognitoStreams>,
+    cognito_streams: Option<crate::streams::cognito_streams::CognitoStreams>,
 }
 
 impl Settings {
@@ -163,7 +163,7 @@ pub struct Tenant {
     /// consumers.
     pub event_sources: Vec<EventSource>,
     /// `[cognito-streams]`: where applied syncs are published.
-    pub cognito_streams: Option<crate::cognito::CognitoStreams>,
+    pub cognito_streams: Option<crate::streams::cognito_streams::CognitoStreams>,
 }
 
 impl Tenant {

@@ -35,6 +35,9 @@ pub struct StreamMetrics {
     pub streams: Arc<crate::streams::Streams>,
 }
 
+/// Reads one of a mapping's counters.
+type CountOf = fn(&crate::streams::Counters) -> u64;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MappingLabels {
     tenant: String,
@@ -51,7 +54,7 @@ impl Collector for StreamMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use crate::streams::Counters;
         let all = self.streams.all_counters();
-        let counters: [(&str, &str, fn(&Counters) -> u64); 5] = [
+        let counters: [(&str, &str, CountOf); 5] = [
             (
                 "stream_records_in",
                 "Records a mapping read from its stream for the first time",

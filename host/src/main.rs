@@ -412,7 +412,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let streams = Arc::new(Streams::new(engine));
             if let Some(admin) = &admin {
                 admin.metrics.register_collector(Box::new(
-                    triggerfish::ops::metrics::StreamMetrics {
+                    triggerfish::ops::scraped::StreamMetrics {
                         streams: streams.clone(),
                     },
                 ));

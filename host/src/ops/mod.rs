@@ -15,6 +15,7 @@
 pub mod log_format;
 pub mod metrics;
 pub mod recent;
+pub mod scraped;
 pub mod session;
 pub mod status;
 

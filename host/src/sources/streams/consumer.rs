@@ -324,18 +324,17 @@ impl Consumer {
                 let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
                 let expired = pending.iter().take_while(|r| r.arrived_ms < cutoff).count();
                 if expired > 0 {
-                    let gone: Vec<StoredRecord> = pending.drain(..expired).collect();
-                    let sent = self
-                        .give_up(
-                            &gone,
-                            Condition::RecordAgeExceeded,
+                    let condition = Condition::RecordAgeExceeded;
+                    checkpoint = self
+                        .give_up_front(
+                            lane,
+                            &mut pending,
+                            expired,
+                            condition,
                             invocations,
-                            last_error.as_ref(),
+                            &last_error,
                         )
                         .await?;
-                    checkpoint = gone[gone.len() - 1].seq;
-                    engine.commit(lane, checkpoint).await?;
-                    self.count_sent(sent, gone.len());
                     window = pending.len();
                     (attempts, invocations, last_error) = (0, 0, None);
                     continue;
@@ -413,18 +412,17 @@ impl Consumer {
                 .max_retry_attempts
                 .is_some_and(|max| attempts > max)
             {
-                let gone: Vec<StoredRecord> = pending.drain(..window).collect();
-                let sent = self
-                    .give_up(
-                        &gone,
-                        Condition::RetryAttemptsExhausted,
+                let condition = Condition::RetryAttemptsExhausted;
+                checkpoint = self
+                    .give_up_front(
+                        lane,
+                        &mut pending,
+                        window,
+                        condition,
                         invocations,
-                        last_error.as_ref(),
+                        &last_error,
                     )
                     .await?;
-                checkpoint = gone[gone.len() - 1].seq;
-                engine.commit(lane, checkpoint).await?;
-                self.count_sent(sent, gone.len());
                 window = pending.len();
                 (attempts, invocations, last_error) = (0, 0, None);
                 continue;
@@ -438,6 +436,28 @@ impl Consumer {
     /// mapping has one; otherwise they are dropped, as Lambda does). A
     /// destination that cannot take them holds the lane back: retried
     /// until it can.
+    /// Gives up on the first `n` pending records of an ordered lane (to
+    /// the failure destination) and checkpoints past them; returns the
+    /// new checkpoint.
+    async fn give_up_front(
+        &self,
+        lane: &Lane,
+        pending: &mut Vec<StoredRecord>,
+        n: usize,
+        condition: Condition,
+        invocations: u32,
+        error: &Option<LastError>,
+    ) -> Result<u64, EngineError> {
+        let gone: Vec<StoredRecord> = pending.drain(..n).collect();
+        let sent = self
+            .give_up(&gone, condition, invocations, error.as_ref())
+            .await?;
+        let checkpoint = gone[gone.len() - 1].seq;
+        self.streams.engine.commit(lane, checkpoint).await?;
+        self.count_sent(sent, gone.len());
+        Ok(checkpoint)
+    }
+
     async fn give_up(
         &self,
         gone: &[StoredRecord],

@@ -446,3 +446,194 @@ async fn three_hosts_share_a_stream_and_take_over_a_dead_ones_lanes() {
         assert!(seen.contains_key(seq));
     }
 }
+
+/// Posts Kinesis records `(partition key, data)` to a host; their sequence
+/// numbers.
+async fn post_kinesis(base: &str, records: &[(String, String)]) -> Vec<String> {
+    use base64::Engine as _;
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(key, data)| {
+            json!({"PartitionKey": key,
+                   "Data": base64::engine::general_purpose::STANDARD.encode(data)})
+        })
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants/t/streams/orders/records"))
+        .json(&json!({ "Records": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    answer["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["SequenceNumber"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// How often each host's log shows each record (the probe logs every
+/// record it is given, as `record <seq>`).
+fn deliveries(hosts: &[&ServeProcess]) -> Vec<BTreeMap<String, usize>> {
+    hosts
+        .iter()
+        .map(|host| {
+            let mut seen = BTreeMap::new();
+            for line in host.last_log().lines() {
+                if let Some((_, id)) = line.rsplit_once("plugin: record ") {
+                    *seen.entry(id.trim().to_owned()).or_default() += 1;
+                }
+            }
+            seen
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_inside_a_batch_loses_nothing_the_others_take_its_lane_over() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let _timing = timing_sensitive().await;
+    let dir = PluginsDir::new();
+    dir.plugin("t", "10-probe.wasm", guests::RECORDS_PROBE)
+        .settings(
+            "t",
+            "[auth]\nmode = \"none\"\n\
+         [[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\nbatch-size = 5\n",
+        );
+    let mut hosts: Vec<ServeProcess> = (0..3)
+        .map(|_| ServeProcess::start(dir.path(), &["--streams", &server.url]))
+        .collect();
+    // Lanes spread over the hosts within a lease or two.
+    tokio::time::sleep(LEASE_TTL).await;
+    // Records on every shard; one key's records go in after a record that
+    // takes 3 s, so its lane is inside that batch for a while.
+    let mut published = Vec::new();
+    let before: Vec<(String, String)> = (0..20)
+        .map(|n| (format!("key-{}", n % 9), format!("r{n}")))
+        .collect();
+    published.extend(post_kinesis(&hosts[0].base, &before).await);
+    let slow = post_kinesis(&hosts[1].base, &[("key-slow".into(), "sleep".into())]).await;
+    let after: Vec<(String, String)> = (0..5)
+        .map(|n| ("key-slow".to_owned(), format!("after{n}")))
+        .collect();
+    published.extend(slow.clone());
+    published.extend(post_kinesis(&hosts[2].base, &after).await);
+    let slow = slow[0].clone();
+
+    // The host whose plugin is inside the slow batch is killed there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let victim = loop {
+        let all = deliveries(&hosts.iter().collect::<Vec<_>>());
+        if let Some(i) = all.iter().position(|seen| seen.contains_key(&slow)) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no host started the slow batch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut dead = hosts.remove(victim);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+
+    // More records, through a host alive.
+    let late: Vec<(String, String)> = (0..10)
+        .map(|n| (format!("key-{}", n % 9), format!("late{n}")))
+        .collect();
+    published.extend(post_kinesis(&hosts[0].base, &late).await);
+
+    // The others take the lane over once its lease runs out, and deliver
+    // the batch in flight again: every record published is processed (a
+    // record the dead host finished before may have come again).
+    let deadline = Instant::now() + LEASE_TTL * 6;
+    let survivors = loop {
+        let survivors = deliveries(&hosts.iter().collect::<Vec<_>>());
+        let dead_seen = deliveries(&[&dead]).remove(0);
+        let done = published.iter().all(|seq| {
+            survivors.iter().any(|seen| seen.contains_key(seq)) || dead_seen.contains_key(seq)
+        }) && survivors.iter().any(|seen| seen.contains_key(&slow))
+            && after_slow_done(&survivors, &published, &slow);
+        if done {
+            break survivors;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not all processed after the kill: survivors {survivors:?}, dead host {dead_seen:?}, published {published:?}\n{}",
+                hosts.iter().map(|h| h.last_log()).collect::<Vec<_>>().join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Duplicates: the slow batch ran on the dead host and again on a
+    // survivor; count every record seen more than once.
+    let mut all: BTreeMap<String, usize> = BTreeMap::new();
+    for seen in survivors.iter().chain([&deliveries(&[&dead])[0]]) {
+        for (seq, n) in seen {
+            *all.entry(seq.clone()).or_default() += n;
+        }
+    }
+    let duplicates = all.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "{} records published, {} delivered, {duplicates} more than once",
+        published.len(),
+        all.values().sum::<usize>()
+    );
+    assert!(
+        duplicates >= 1,
+        "the batch in flight was not delivered again"
+    );
+    assert!(published.iter().all(|seq| all.contains_key(seq)));
+    // The lane's checkpoint moved past every record of the slow key.
+    let engine = NatsEngine::connect(&server.url).await.unwrap();
+    let partition = triggerfish::streams::engine::shard_of("key-slow");
+    let lane = Lane {
+        stream: StreamId::new("t", "orders"),
+        mapping: "orders".to_owned(),
+        partition,
+        lane: 0,
+    };
+    let last: u64 = published
+        .iter()
+        .map(|s| s.parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let checkpoint = engine.checkpoint(&lane).await.unwrap().unwrap_or(0);
+        let behind = engine
+            .count_after(&lane.stream, partition, checkpoint)
+            .await
+            .unwrap();
+        if behind == 0 {
+            assert!(checkpoint <= last);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow key's lane is stuck at {checkpoint}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether a survivor delivered every record posted after the slow one
+/// on its key (they were behind it in the killed host's lane).
+fn after_slow_done(
+    survivors: &[BTreeMap<String, usize>],
+    published: &[String],
+    slow: &str,
+) -> bool {
+    let slow: u64 = slow.parse().unwrap();
+    // The five records after the slow one were posted right after it, in
+    // one request: the next five sequence numbers of the published list.
+    let position = published
+        .iter()
+        .position(|s| s.parse::<u64>().unwrap() == slow);
+    position.is_some_and(|i| {
+        published[i + 1..i + 6]
+            .iter()
+            .all(|seq| survivors.iter().any(|seen| seen.contains_key(seq)))
+    })
+}

@@ -4,7 +4,8 @@
 //! - `fail`: the record is reported failed;
 //! - `batch-error`: the whole batch fails (the handler's error);
 //! - `garbage`: reports an identifier that is not in the batch;
-//! - `trap`: panics; `loop`: never returns;
+//! - `trap`: panics; `loop`: never returns; `sleep`: takes 3 s (a sleep,
+//!   within the default 5 s budget), so a test can kill a host mid-batch;
 //! - `echo`: fails the batch with a JSON description of every record as
 //!   the plugin received it, for tests of the event's shape (so does any
 //!   batch when the plugin's config sets `echo = "true"`).
@@ -35,6 +36,8 @@ fn decide<'a>(
             failed.push(format!("not-{id}"));
         } else if payload.contains("trap") {
             panic!("record {id} traps");
+        } else if payload.contains("sleep") {
+            std::thread::sleep(std::time::Duration::from_secs(3));
         } else if payload.contains("loop") {
             #[allow(clippy::empty_loop)]
             loop {}

@@ -6,8 +6,14 @@
 //! Deliveries are observed through the plugin's log lines (with `serve`
 //! as a child process), the failure destinations read back with the GET
 //! route, and the counts of `GET .../event-sources`.
+//!
+//! The consumer's rules (partial failures, retries, bisect and a kill
+//! mid-batch, SQS redelivery, DynamoDB and S3 failure destinations) run
+//! on NATS JetStream too (the `..._on_nats` tests, with a real
+//! `nats-server`; skipped without one outside CI, as in `nats.rs`).
 
 use crate::common::*;
+use crate::nats::NatsServer;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -19,6 +25,8 @@ use triggerfish::sources::http::{router, Api};
 use triggerfish::sources::streams::StreamsSource;
 use triggerfish::sources::{stop_signal, Source, StopHandle};
 use triggerfish::streams::embedded::EmbeddedEngine;
+use triggerfish::streams::engine::Engine;
+use triggerfish::streams::nats::NatsEngine;
 use triggerfish::streams::Streams;
 use triggerfish::tenant::operator::OperatorConfig;
 use triggerfish::tenant::registry::Tenants;
@@ -48,9 +56,40 @@ async fn host_with(dir: &PluginsDir, operator: OperatorConfig) -> Host {
 
 async fn host_on(tenants: Arc<Tenants>) -> Host {
     let data = tempfile::tempdir().unwrap();
-    let streams = Arc::new(Streams::new(Arc::new(
-        EmbeddedEngine::open(data.path()).unwrap(),
-    )));
+    let engine = Arc::new(EmbeddedEngine::open(data.path()).unwrap());
+    host_on_engine(tenants, engine, data).await
+}
+
+/// The host of `dir` on the NATS server at `url` instead.
+async fn nats_host(dir: &PluginsDir, url: &str) -> Host {
+    let tenants = Arc::new(
+        Tenants::open_with(loader(), operator(), dir.path())
+            .await
+            .unwrap(),
+    );
+    let engine = Arc::new(NatsEngine::connect(url).await.unwrap());
+    host_on_engine(tenants, engine, tempfile::tempdir().unwrap()).await
+}
+
+/// The host of `dir` on NATS if given a server, else on the embedded engine.
+async fn host_of(dir: &PluginsDir, nats: Option<&NatsServer>) -> Host {
+    match nats {
+        Some(server) => nats_host(dir, &server.url).await,
+        None => host(dir).await,
+    }
+}
+
+/// `serve`'s flags for the engine: `--streams` with a server.
+fn engine_args(nats: Option<&NatsServer>) -> Vec<&str> {
+    nats.map_or(Vec::new(), |server| vec!["--streams", server.url.as_str()])
+}
+
+async fn host_on_engine(
+    tenants: Arc<Tenants>,
+    engine: Arc<dyn Engine>,
+    data: tempfile::TempDir,
+) -> Host {
+    let streams = Arc::new(Streams::new(engine));
     let dispatcher = Arc::new(Dispatcher::new());
     let (stop_handle, stop) = stop_signal();
     let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -207,19 +246,27 @@ async fn wait_for_log(serve: &ServeProcess, limit: Duration, done: impl Fn(&str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_record_holds_back_its_shard_from_itself_on() {
-    holds_back_from_the_failed_record(1).await;
+    holds_back_from_the_failed_record(1, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_parallelization_a_failed_record_holds_back_only_its_lane() {
-    holds_back_from_the_failed_record(3).await;
+    holds_back_from_the_failed_record(3, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_record_holds_back_its_lane_on_nats() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    holds_back_from_the_failed_record(3, Some(&server)).await;
 }
 
 /// Fails record 7 of 12 (keys a, b, c in turn) until it is given up on:
 /// every record before it in its lane is delivered once, it and every
 /// later record of its lane three times (two retries), every other record
 /// once, first deliveries in order per key.
-async fn holds_back_from_the_failed_record(lanes: u32) {
+async fn holds_back_from_the_failed_record(lanes: u32, nats: Option<&NatsServer>) {
     use triggerfish::streams::engine::lane_of;
     let dir = PluginsDir::new();
     probe_tenant(
@@ -231,7 +278,7 @@ async fn holds_back_from_the_failed_record(lanes: u32) {
              batching-window-ms = 1000\non-failure = \"orders-dlq\"\nparallelization = {lanes}\n"
         ),
     );
-    let serve = ServeProcess::start(dir.path(), &[]);
+    let serve = ServeProcess::start(dir.path(), &engine_args(nats));
     let keys = ["a", "b", "c"];
     let records: Vec<(String, String)> = (1..=12)
         .map(|i| {
@@ -316,6 +363,24 @@ async fn holds_back_from_the_failed_record(lanes: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_batch_loses_nothing() {
+    killed_mid_batch_then_restarted(None).await;
+}
+
+/// On NATS the host started again is another host to the engine: it
+/// takes the lane over once the dead one's lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_batch_loses_nothing_on_nats() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    killed_mid_batch_then_restarted(Some(&server)).await;
+}
+
+/// The plugin loops on the third of six records: the host is killed
+/// inside that batch and started again; bisect then isolates the looping
+/// record into the failure destination and every other record is
+/// delivered (some twice).
+async fn killed_mid_batch_then_restarted(nats: Option<&NatsServer>) {
     let _timing = timing_sensitive().await;
     let dir = PluginsDir::new();
     probe_tenant(
@@ -326,7 +391,7 @@ async fn a_host_killed_mid_batch_loses_nothing() {
          bisect-batch-on-error = true\nmax-retry-attempts = 0\non-failure = \"orders-dlq\"\n",
     );
     let data = ["a", "b", "loop", "d", "e", "f"];
-    let serve = ServeProcess::start(dir.path(), &[]);
+    let serve = ServeProcess::start(dir.path(), &engine_args(nats));
     let pairs: Vec<(&str, &str)> = data.iter().map(|d| ("k", *d)).collect();
     let (status, answer) = post(&serve.base, "t/streams/orders/records", &kinesis(&pairs)).await;
     assert_eq!(status, 200, "{answer}");
@@ -339,7 +404,7 @@ async fn a_host_killed_mid_batch_loses_nothing() {
     serve.child.kill().unwrap(); // SIGKILL
     serve.child.wait().unwrap();
     drop(serve);
-    let serve = ServeProcess::start(dir.path(), &[]);
+    let serve = ServeProcess::start(dir.path(), &engine_args(nats));
     let counts = wait_for_counts(&serve.base, "t", "orders", Duration::from_secs(30), |c| {
         c["lag"] == 0 && c["sentToFailureDestination"] == 1
     })
@@ -368,6 +433,18 @@ async fn a_host_killed_mid_batch_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_failures_come_back_with_growing_receive_counts_then_dead_letter() {
+    sqs_failures_come_back(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_failures_come_back_then_dead_letter_on_nats() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    sqs_failures_come_back(Some(&server)).await;
+}
+
+async fn sqs_failures_come_back(nats: Option<&NatsServer>) {
     let dir = PluginsDir::new();
     probe_tenant(
         &dir,
@@ -375,7 +452,7 @@ async fn sqs_failures_come_back_with_growing_receive_counts_then_dead_letter() {
         "[[event-sources]]\nstream = \"jobs\"\nkind = \"sqs\"\nreport-batch-item-failures = true\n\
          visibility-timeout-s = 1\nmax-receive-count = 2\non-failure = \"jobs-dlq\"\n",
     );
-    let host = host(&dir).await;
+    let host = host_of(&dir, nats).await;
     let body = json!({"Messages": [
         {"Body": "ok", "MessageAttributes": {"origin": {"DataType": "String", "StringValue": "test"}}},
         {"Body": "please fail"},
@@ -409,6 +486,18 @@ async fn sqs_failures_come_back_with_growing_receive_counts_then_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_and_s3_failures_reach_their_destinations() {
+    dynamodb_and_s3_failures(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_and_s3_failures_reach_their_destinations_on_nats() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    dynamodb_and_s3_failures(Some(&server)).await;
+}
+
+async fn dynamodb_and_s3_failures(nats: Option<&NatsServer>) {
     let dir = PluginsDir::new();
     probe_tenant(
         &dir,
@@ -417,7 +506,7 @@ async fn dynamodb_and_s3_failures_reach_their_destinations() {
          max-retry-attempts = 0\non-failure = \"table-dlq\"\n\
          [[event-sources]]\nstream = \"uploads\"\nkind = \"s3\"\non-failure = \"uploads-dlq\"\n",
     );
-    let host = host(&dir).await;
+    let host = host_of(&dir, nats).await;
     let changes = json!({"Records": [
         {"eventName": "INSERT", "Keys": {"Id": {"N": "1"}}, "NewImage": {"Id": {"N": "1"}, "Note": {"S": "fine"}}},
         {"eventName": "MODIFY", "Keys": {"Id": {"N": "2"}}, "NewImage": {"Id": {"N": "2"}, "Note": {"S": "fail"}},

@@ -637,3 +637,66 @@ fn after_slow_done(
             .all(|seq| survivors.iter().any(|seen| seen.contains_key(seq)))
     })
 }
+
+/// Publishes with `publish` until `wake` rings (at most 10 s).
+async fn publish_until_woken<F>(wake: &tokio::sync::Notify, mut publish: F)
+where
+    F: FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let woken = wake.notified();
+        publish().await;
+        if tokio::time::timeout(Duration::from_millis(500), woken)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the follower was never woken");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_following_a_stream_is_woken_by_other_hosts_and_direct_publishers() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let a = Arc::new(NatsEngine::connect(&server.url).await.unwrap());
+    let b = NatsEngine::connect(&server.url).await.unwrap();
+    let id = StreamId::new("t", "orders.eu");
+    a.append(&id, StreamKind::Kinesis, vec![record("k", 0)], u64::MAX)
+        .await
+        .unwrap();
+    // b subscribes in the background: the publishers go on until it rings.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    b.follow(&id, wake.clone());
+    // Another host's append.
+    publish_until_woken(&wake, || {
+        let (host, stream) = (a.clone(), id.clone());
+        Box::pin(async move {
+            host.append(&stream, StreamKind::Kinesis, vec![record("k", 1)], u64::MAX)
+                .await
+                .unwrap();
+        })
+    })
+    .await;
+    // A tool publishing to the stream's subject with no host in between
+    // (the README's subject and message shape).
+    let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+    publish_until_woken(&wake, || {
+        let js = js.clone();
+        Box::pin(async move {
+            let message = json!({"key": "k", "body": {"data": "ZGlyZWN0"}, "arrivedMs": 0});
+            js.publish("tf.t.orders_2eeu.1", message.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        })
+    })
+    .await;
+    // The direct publish is a record like any other.
+    let on_shard: usize = b.read(&id, 1, 0, 100).await.unwrap().len();
+    assert!(on_shard >= 1);
+}

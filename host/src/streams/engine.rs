@@ -225,6 +225,14 @@ pub trait Engine: Send + Sync + 'static {
         Box::pin(async { Ok(true) })
     }
 
+    /// Rings `wake` whenever anyone else appends to the stream `id` (another
+    /// host, or a tool publishing to the engine directly), for as long as
+    /// the engine lives; called once per stream a consumer waits on. A
+    /// host's own appends ring the stream's waker themselves, so the
+    /// embedded engine, the only writer of its data folder, does nothing.
+    /// Consumers still poll, as the fallback for a wake-up lost on the way.
+    fn follow(&self, _id: &StreamId, _wake: Arc<tokio::sync::Notify>) {}
+
     /// Renews this host's lease on a lane while a batch runs on it: unlike
     /// [`Engine::claim`], never gives the lane away.
     fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {

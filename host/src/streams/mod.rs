@@ -146,6 +146,8 @@ pub struct Streams {
     /// by the consumers' supervisor): what `/metrics` and `/status` show.
     lags: Mutex<BTreeMap<(String, String), u64>>,
     wakers: Mutex<HashMap<StreamId, Arc<tokio::sync::Notify>>>,
+    /// Streams whose waker the engine rings too ([`Streams::follow`]).
+    followed: Mutex<std::collections::HashSet<StreamId>>,
     rates: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -162,6 +164,7 @@ impl Streams {
             counters: Mutex::default(),
             lags: Mutex::default(),
             wakers: Mutex::default(),
+            followed: Mutex::default(),
             rates: Mutex::default(),
         }
     }
@@ -202,6 +205,22 @@ impl Streams {
     pub fn waker(&self, id: &StreamId) -> Arc<tokio::sync::Notify> {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
         wakers.entry(id.clone()).or_default().clone()
+    }
+
+    /// The waker of a stream a consumer waits on, which the engine also
+    /// rings when other hosts or direct publishers append to the stream
+    /// ([`Engine::follow`], asked once per stream).
+    pub fn follow(&self, id: &StreamId) -> Arc<tokio::sync::Notify> {
+        let waker = self.waker(id);
+        let new = self
+            .followed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        if new {
+            self.engine.follow(id, waker.clone());
+        }
+        waker
     }
 
     /// Takes `records` from the tenant's ingest rate (`per_second`, with a

@@ -54,7 +54,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const CHECKPOINTS: &str = "TF_CHECKPOINTS";
@@ -193,6 +193,9 @@ impl NatsEngine {
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect()
             .max_reconnects(None)
+            // This host's own publishes wake its consumers directly; only
+            // others' come back through `follow`'s subscriptions.
+            .no_echo()
             .connect(url);
         let client = tokio::time::timeout(Duration::from_secs(10), client)
             .await
@@ -735,6 +738,30 @@ impl Engine for NatsEngine {
             }
             self.take(&key).await
         })
+    }
+
+    /// Every record published to a stream, by any host or tool, is also a
+    /// plain NATS message on its subject `tf.<tenant>.<stream>.<shard>`:
+    /// a subscription to them wakes this host's consumers as soon as
+    /// another host appends, where they would otherwise poll (every
+    /// second). It carries each record's bytes to every host following
+    /// the stream. Subscriptions outlive a server restart (the client
+    /// subscribes again); while the server is away the consumers poll.
+    fn follow(&self, id: &StreamId, wake: Arc<tokio::sync::Notify>) {
+        let client = self.js.client();
+        let subjects = format!("tf.{}.{}.*", token(&id.tenant), token(&id.stream));
+        tokio::spawn(async move {
+            match client.subscribe(subjects.clone()).await {
+                Ok(mut records) => {
+                    while records.next().await.is_some() {
+                        wake.notify_waiters();
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%subjects, %error, "cannot follow the stream's subjects: its consumers poll")
+                }
+            }
+        });
     }
 
     fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {

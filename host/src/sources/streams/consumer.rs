@@ -228,7 +228,7 @@ impl Consumer {
 
     async fn lane(&self, partition: u32, lane_no: u32) -> Result<(), EngineError> {
         let lane = self.lane_id(partition, lane_no);
-        let waker = self.streams.waker(&self.id);
+        let waker = self.streams.follow(&self.id);
         // Another host may run the lane: wait for its lease to be ours, and
         // start from its checkpoint then, not from what we saw before.
         let mut held = None;
@@ -540,7 +540,7 @@ impl Consumer {
     /// An SQS or S3 mapping: receive, deliver, settle.
     async fn queue(&self) -> Result<(), EngineError> {
         let engine = self.streams.engine.clone();
-        let waker = self.streams.waker(&self.id);
+        let waker = self.streams.follow(&self.id);
         let s3 = self.mapping.kind == StreamKind::S3;
         // S3 events stay invisible while being handled; a crash makes them
         // visible again after this.

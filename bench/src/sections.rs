@@ -863,13 +863,17 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     type Section = Box<dyn Fn() -> anyhow::Result<String>>;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("calls", Box::new(calls)),
         ("fairness", Box::new(move || fairness(seconds))),
         ("reload", Box::new(|| reload(20))),
         ("restart", Box::new(restart)),
         ("memory", Box::new(|| memory(1000))),
         ("http", Box::new(move || http(seconds))),
+        (
+            "streams",
+            Box::new(move || crate::streams::streams(seconds)),
+        ),
     ];
     if let Some(only) = &only {
         for name in only {

@@ -197,7 +197,10 @@ impl Consumer {
     ) -> Result<(Vec<StoredRecord>, u64), EngineError> {
         let lanes = self.mapping.parallelization;
         let want = self.mapping.batch_size;
-        let page_size = want.max(100);
+        // A lane alone on its shard wants every record: read no more than
+        // a batch (a NATS read moves each record it returns). Lanes that
+        // share the shard read pages and keep their own records.
+        let page_size = if lanes == 1 { want } else { want.max(100) };
         let mut batch = Vec::new();
         let mut cursor = after;
         loop {

@@ -327,7 +327,7 @@ fn reload(swaps: usize) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/tenants/live/events", listener.local_addr()?);
         let server_host = host.clone();
-        tokio::spawn(async move { axum::serve(listener, triggerfish::sources::http::router(triggerfish::sources::http::Api { tenants: server_host, dispatcher: Arc::new(Dispatcher::new()), streams: None, admin: None })).await });
+        tokio::spawn(async move { axum::serve(listener, triggerfish::sources::http::router(triggerfish::sources::http::Api { tenants: server_host, dispatcher: Arc::new(Dispatcher::new()), streams: None, admin: None, health: Default::default() })).await });
 
         let stop = Arc::new(AtomicBool::new(false));
         let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

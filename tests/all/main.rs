@@ -11,6 +11,7 @@ mod cognito_streams;
 mod common;
 mod compile_limits;
 mod deploy;
+mod drain;
 mod fairness;
 mod fuzz;
 mod hostile_files;

@@ -52,7 +52,10 @@ fn haproxy(n: usize) -> anyhow::Result<Server> {
         .env("TF_LB_LISTEN", LB)
         .env("TF_LB_STATS", STATS);
     for (i, addr) in HOSTS.iter().enumerate() {
-        command.env(format!("TF_HOST{}", i + 1), if i < n { addr } else { NOBODY });
+        command.env(
+            format!("TF_HOST{}", i + 1),
+            if i < n { addr } else { NOBODY },
+        );
     }
     let child = command
         .stdout(Stdio::null())

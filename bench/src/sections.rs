@@ -696,7 +696,12 @@ fn serve(triggerfish: &Path, addr: &str, plugins: &Path) -> anyhow::Result<Serve
     Ok(Server(child))
 }
 
-pub(crate) fn wrk(url: &str, connections: usize, seconds: u64, script: &Path) -> anyhow::Result<Load> {
+pub(crate) fn wrk(
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    script: &Path,
+) -> anyhow::Result<Load> {
     let threads = connections.clamp(1, 2).to_string();
     let out = Command::new("wrk")
         .args([

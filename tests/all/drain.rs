@@ -130,6 +130,18 @@ async fn sigterm_says_draining_then_finishes_the_requests_in_flight() {
         body["reason"].as_str().unwrap().contains("SIGTERM"),
         "{body}"
     );
+    // Answers now close their connection, so keep-alive clients move on.
+    let answer = client
+        .get(format!("{}/healthz", host.base))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(
+        answer.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "{:?}",
+        answer.headers()
+    );
     let late = {
         let (client, base) = (client.clone(), host.base.clone());
         tokio::spawn(async move { sign_up(&client, &base).await })
@@ -164,6 +176,70 @@ async fn sigterm_says_draining_then_finishes_the_requests_in_flight() {
     assert!(exit.success(), "{exit:?}\n{}", host.last_log());
     let log = host.last_log();
     assert!(log.contains("draining"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_or_the_drain_timeout_ends_the_host_at_once() {
+    let dir = PluginsDir::new();
+    dir.plugin("t", "10-slow.wasm", guests::PRESIGNUP_PROBE)
+        .settings(
+            "t",
+            "[auth]\nmode = \"none\"\n[plugins.10-slow.config]\nmode = \"slow\"\nms = \"4000\"\n",
+        );
+    let client = client();
+    // A second SIGTERM while a request is in flight: exit at once, with
+    // the code of a process killed by SIGTERM.
+    let mut host = ServeProcess::start(dir.path(), &["--no-watch", "--drain-grace-ms", "0"]);
+    let request = {
+        let (client, base) = (client.clone(), host.base.clone());
+        tokio::spawn(async move { sign_up(&client, &base).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminate(&host);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(host.child.try_wait().unwrap().is_none(), "still draining");
+    let second = Instant::now();
+    terminate(&host);
+    let exit = exit_within(&mut host, Duration::from_secs(2)).await;
+    assert!(second.elapsed() < Duration::from_secs(2));
+    assert_eq!(exit.code(), Some(143), "{exit:?}");
+    assert!(request.await.unwrap().is_err(), "the request was abandoned");
+
+    // A drain that outlasts --drain-timeout-s: exit 1 when it runs out.
+    let mut host = ServeProcess::start(
+        dir.path(),
+        &[
+            "--no-watch",
+            "--drain-grace-ms",
+            "0",
+            "--drain-timeout-s",
+            "1",
+        ],
+    );
+    let request = {
+        let (client, base) = (client.clone(), host.base.clone());
+        tokio::spawn(async move { sign_up(&client, &base).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminate(&host);
+    let signalled = Instant::now();
+    let exit = exit_within(&mut host, Duration::from_secs(3)).await;
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(900),
+        "it waited for the drain"
+    );
+    assert_eq!(exit.code(), Some(1), "{exit:?}");
+    // (The log is read by a thread of its own: give it the last lines.)
+    let started = Instant::now();
+    while !host.last_log().contains("--drain-timeout-s") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            host.last_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(request.await.unwrap().is_err(), "the request was abandoned");
 }
 
 /// The `TF_LEASES` bucket as the hosts keep it, read from outside.

@@ -14,9 +14,10 @@
 //!    be retried is left to the next holder of its lane), and give their
 //!    lanes back to the engine (`Engine::leave`), so that other hosts take
 //!    them over now rather than when the leases run out;
-//! 3. the HTTP source serves on, as before, for the drain grace
-//!    (`--drain-grace-ms`), so that a load balancer's health check sees
-//!    `draining` and stops sending requests before the listener closes;
+//! 3. the HTTP source serves on for the drain grace (`--drain-grace-ms`),
+//!    so that a load balancer's health check sees `draining` and stops
+//!    sending requests before the listener closes (answers meanwhile say
+//!    `Connection: close`, so keep-alive clients move on);
 //!    then it stops accepting connections, closes idle ones, and finishes
 //!    the requests in flight (each connection closes once its answer is
 //!    written);
@@ -108,6 +109,26 @@ impl Health {
         self.0.was_ready.store(true, Ordering::Relaxed);
         Readiness::Ready
     }
+}
+
+/// Adds `Connection: close` to every answer once the host drains, so that
+/// keep-alive clients (a load balancer's pool among them) open their next
+/// connection elsewhere instead of finding this one closed later.
+pub fn close_connections_while_draining(router: axum::Router, health: Health) -> axum::Router {
+    router.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let draining = health.draining().is_some();
+            async move {
+                if draining {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                response
+            }
+        },
+    ))
 }
 
 /// Follows SIGTERM and Ctrl-C for `serve`: the first starts the drain

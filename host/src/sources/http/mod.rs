@@ -140,7 +140,9 @@ impl Source for HttpSource {
                 // drains, and sends nothing more, before the door closes.
                 tokio::time::sleep(grace).await;
             };
-            server::serve(self.listener, router(self.api), self.limits, shutdown).await?;
+            let health = self.api.health.clone();
+            let router = super::drain::close_connections_while_draining(router(self.api), health);
+            server::serve(self.listener, router, self.limits, shutdown).await?;
             Ok(())
         })
     }

@@ -14,6 +14,7 @@ use triggerfish::ops::log_format::FlatJson;
 use triggerfish::ops::Admin;
 use triggerfish::plugin::compile::{self, Compiler};
 use triggerfish::plugin::PluginLoader;
+use triggerfish::sources::drain::{self, Health};
 use triggerfish::sources::http::server as http_server;
 use triggerfish::sources::http::{Api, HttpSource};
 use triggerfish::sources::streams::StreamsSource;
@@ -95,7 +96,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             log_format: _,
             engine,
             http,
+            drain: drain_args,
         } => {
+            // Before anything else: a signal from now on drains the host
+            // rather than killing it.
+            let signals = drain::Signals::new().context("cannot listen for SIGTERM")?;
             anyhow::ensure!(
                 plugins_dir.is_dir(),
                 "the plugins folder {} is not a folder",
@@ -171,20 +176,27 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 admin.set_streams(streams.clone());
             }
             let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
-            let dispatcher = Arc::new(
-                dispatcher.with_cognito(Arc::new(Cognito::new(streams.clone(), &public_url))),
-            );
+            let cognito = Arc::new(Cognito::new(streams.clone(), &public_url));
+            cognito.sweep_outboxes();
+            let dispatcher = Arc::new(dispatcher.with_cognito(cognito));
+            let health = Health::default();
             let api = Api {
                 tenants: tenants.clone(),
                 dispatcher: dispatcher.clone(),
                 streams: Some(streams.clone()),
                 admin,
+                health: health.clone(),
             };
             let sources: Vec<Box<dyn Source>> = vec![
                 Box::new(HttpSource {
                     listener,
                     api,
-                    limits: http.limits(),
+                    limits: http_server::ServerLimits {
+                        // Requests in flight may take the whole drain.
+                        shutdown_grace: drain_args.timeout(),
+                        ..http.limits()
+                    },
+                    drain_grace: drain_args.grace(),
                 }),
                 Box::new(StreamsSource {
                     streams,
@@ -194,15 +206,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             ];
             let (stop_handle, stop) = sources::stop_signal();
             let stop_handle = Arc::new(stop_handle);
-            tokio::spawn({
-                let stop_handle = stop_handle.clone();
-                async move {
-                    shutdown_signal().await;
-                    tracing::info!("stopping: finishing the requests in flight");
-                    stop_handle.stop();
-                }
-            });
+            tokio::spawn(drain::follow_signals(
+                signals,
+                health,
+                stop_handle.clone(),
+                drain_args.grace(),
+                drain_args.timeout(),
+            ));
             sources::run_all(sources, stop, stop_handle).await?;
+            tracing::info!("drained: exiting");
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Invoke {
@@ -292,22 +304,6 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::CompileWorker { .. } => unreachable!("handled before the async runtime starts"),
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The dispatcher every way in shares, with its sinks.

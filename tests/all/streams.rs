@@ -99,6 +99,7 @@ async fn host_on_engine(
         dispatcher: dispatcher.clone(),
         streams: Some(streams.clone()),
         admin: None,
+        health: Default::default(),
     };
     let http_stop = stop.clone();
     tokio::spawn(async move {

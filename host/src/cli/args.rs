@@ -9,6 +9,7 @@ use std::sync::Arc;
 use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::plugin::compile::{self, Compiler, SubprocessCompiler, WorkerArgs};
 use triggerfish::plugin::PluginLoader;
+use triggerfish::sources::drain;
 use triggerfish::sources::http::server::ServerLimits;
 use triggerfish::tenant::operator::OperatorConfig;
 
@@ -66,6 +67,8 @@ pub(crate) enum Command {
         engine: EngineArgs,
         #[command(flatten)]
         http: HttpArgs,
+        #[command(flatten)]
+        drain: DrainArgs,
     },
     /// Run one event through a tenant's chain and print the resulting event.
     ///
@@ -247,6 +250,32 @@ impl HttpArgs {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             ..ServerLimits::default()
         }
+    }
+}
+
+/// How `serve` drains on SIGTERM or Ctrl-C (see `sources::drain`).
+#[derive(clap::Args)]
+pub(crate) struct DrainArgs {
+    /// On SIGTERM or Ctrl-C, how long (ms) to serve on while /healthz says
+    /// "draining" before the listener closes, so a load balancer stops
+    /// sending requests first: more than its check interval times the
+    /// failed checks it needs.
+    #[arg(long, value_name = "MS", default_value_t = millis(drain::DEFAULT_DRAIN_GRACE))]
+    pub(crate) drain_grace_ms: u64,
+    /// The most a whole drain may take (s): past it the host exits 1,
+    /// abandoning the requests and batches still in flight.
+    #[arg(long, value_name = "S", default_value_t = drain::DEFAULT_DRAIN_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) drain_timeout_s: u64,
+}
+
+impl DrainArgs {
+    pub(crate) fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.drain_grace_ms)
+    }
+
+    pub(crate) fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_timeout_s)
     }
 }
 

@@ -20,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod harness;
 mod native;
 mod sections;
+mod spread;
 
 use std::process::ExitCode;
 

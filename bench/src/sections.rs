@@ -287,7 +287,7 @@ fn calls() -> anyhow::Result<String> {
 
 /// A component with a custom section appended: the same plugin with other
 /// bytes, as a new build would be.
-fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
+pub(crate) fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
@@ -579,7 +579,7 @@ impl Drop for Server {
     }
 }
 
-fn wait_for_port(addr: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_for_port(addr: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         anyhow::ensure!(
@@ -650,7 +650,7 @@ fn wrk_ms(text: &str) -> f64 {
 }
 
 /// The release `triggerfish` binary next to this one.
-fn server_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     let bench = std::env::current_exe()?;
     let triggerfish = bench
         .parent()
@@ -863,13 +863,14 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     type Section = Box<dyn Fn() -> anyhow::Result<String>>;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("calls", Box::new(calls)),
         ("fairness", Box::new(move || fairness(seconds))),
         ("reload", Box::new(|| reload(20))),
         ("restart", Box::new(restart)),
         ("memory", Box::new(|| memory(1000))),
         ("http", Box::new(move || http(seconds))),
+        ("spread", Box::new(crate::spread::spread)),
     ];
     if let Some(only) = &only {
         for name in only {

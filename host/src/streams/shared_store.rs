@@ -79,6 +79,9 @@ pub enum Change {
 #[derive(Debug, Clone)]
 pub struct Revision {
     pub revision: u64,
+    /// Changes after this one the server had when it sent this one: a
+    /// read of the whole bucket is complete at one with none pending.
+    pub pending: u64,
     pub change: Change,
 }
 
@@ -109,6 +112,43 @@ fn parse_key(key: &str) -> Option<(String, Option<String>)> {
         }
     };
     Some((tenant.to_owned(), file))
+}
+
+/// What a watched entry says.
+fn revision_of(entry: kv::Entry) -> Result<Revision, EngineError> {
+    let other = Revision {
+        revision: entry.revision,
+        pending: entry.delta,
+        change: Change::Other,
+    };
+    let Some((tenant, file)) = parse_key(&entry.key) else {
+        tracing::warn!(key = %entry.key, "ignoring an unknown key in {TENANTS}");
+        return Ok(other);
+    };
+    let present = entry.operation == kv::Operation::Put;
+    let change = match file {
+        None => Change::Tenant {
+            tenant,
+            exists: present,
+        },
+        Some(file) if !present => Change::File {
+            tenant,
+            file,
+            to: None,
+        },
+        Some(file) => match serde_json::from_slice::<FileRef>(&entry.value) {
+            Ok(to) => Change::File {
+                tenant,
+                file,
+                to: Some(to),
+            },
+            Err(error) => {
+                tracing::warn!(key = %entry.key, %error, "ignoring a value that is not a file reference");
+                return Ok(other);
+            }
+        },
+    };
+    Ok(Revision { change, ..other })
 }
 
 fn blob_subject(sha256: &str, chunk: u64) -> String {
@@ -185,47 +225,7 @@ impl SharedStore {
             .await
             .map_err(store)?;
         Ok(watch
-            .map(|entry| {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => return Err(store(e)),
-            };
-            let Some((tenant, file)) = parse_key(&entry.key) else {
-                tracing::warn!(key = %entry.key, "ignoring an unknown key in {TENANTS}");
-                return Ok(Revision {
-                    revision: entry.revision,
-                    change: Change::Other,
-                });
-            };
-            let present = entry.operation == kv::Operation::Put;
-            let change = match file {
-                None => Change::Tenant {
-                    tenant,
-                    exists: present,
-                },
-                Some(file) => {
-                    let to = if present {
-                        match serde_json::from_slice::<FileRef>(&entry.value) {
-                            Ok(to) => Some(to),
-                            Err(e) => {
-                                tracing::warn!(key = %entry.key, error = %e, "ignoring a value that is not a file reference");
-                                return Ok(Revision {
-                                    revision: entry.revision,
-                                    change: Change::Other,
-                                });
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    Change::File { tenant, file, to }
-                }
-            };
-            Ok(Revision {
-                revision: entry.revision,
-                change,
-            })
-        })
+            .map(|entry| revision_of(entry.map_err(store)?))
             .boxed())
     }
 

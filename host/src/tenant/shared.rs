@@ -289,11 +289,17 @@ impl Shared {
         }
     }
 
-    /// Reads the whole store up to its last revision, brings the mirror to
-    /// it (tenants and files the store no longer has are removed), and
-    /// returns that revision with the tenants that changed.
+    /// Reads the whole store, brings the mirror to it (tenants and files
+    /// the store no longer has are removed), and returns the revision it
+    /// read up to with the tenants that changed.
+    ///
+    /// The bucket keeps one value per key, so a watch from the start
+    /// replays each key's latest value, in revision order, and skips the
+    /// revisions written over since: the read is complete only at a change
+    /// with none pending after it (not at the last revision seen before
+    /// the read, which a write made meanwhile may have replaced).
     async fn catch_up(&self, tenants: &Tenants) -> Result<(u64, BTreeSet<String>), EngineError> {
-        let last = self.store.last_revision().await?;
+        let mut last = self.store.last_revision().await?;
         // Each key's latest value, as a watch from the start replays them.
         let mut wanted: BTreeMap<String, BTreeMap<String, Option<FileRef>>> = BTreeMap::new();
         let mut exists: BTreeSet<String> = BTreeSet::new();
@@ -302,6 +308,8 @@ impl Shared {
             let read = async {
                 while let Some(revision) = watch.next().await {
                     let revision = revision?;
+                    let done = revision.pending == 0;
+                    last = revision.revision;
                     match revision.change {
                         Change::Tenant { tenant, exists: e } => {
                             if e {
@@ -315,7 +323,7 @@ impl Shared {
                         }
                         Change::Other => {}
                     }
-                    if revision.revision >= last {
+                    if done {
                         return Ok(());
                     }
                 }

@@ -390,15 +390,35 @@ async fn a_host_started_after_the_deploys_serves_the_same_chain_once_ready() {
     let Some(mut cluster) = Cluster::start(2) else {
         return;
     };
-    cluster.with_acme().await;
-    let (status, body) = put(
-        cluster.base(1),
-        "/v1/tenants/acme/config",
-        DEPLOY_KEY,
-        acme_toml("deny").into_bytes(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    // Seeded from a plugins folder by `triggerfish deploy --folder`, with
+    // the operator's key: the tenant is created by its tenant.toml.
+    let seed = PluginsDir::new();
+    seed.plugin("acme", "10-gate.wasm", guests::PRESIGNUP_PROBE)
+        .settings("acme", &acme_toml("deny"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+        .args(["deploy", "--folder"])
+        .arg(seed.path())
+        .args(["--url", cluster.base(0)])
+        .env("TRIGGERFISH_DEPLOY_KEY", OPERATOR_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("live as the tenant.toml of acme")
+            && printed.contains("live as 10-gate in acme"),
+        "{printed}"
+    );
+    cluster
+        .until_all(Duration::from_secs(10), |a| {
+            a.as_ref()
+                .is_err_and(|e| e.starts_with("422") && e.contains("closed by deny"))
+        })
+        .await;
 
     // The new host's folder is empty: it says it is ready only once it
     // serves what the store holds.

@@ -73,7 +73,11 @@ fn deployer(
             RequestError::new(
                 StatusCode::NOT_FOUND,
                 RequestErrorKind::UnknownTenant,
-                format!("no tenant {name:?}: create its folder in the plugins folder first"),
+                if api.tenants.shared().is_some() {
+                    format!("no tenant {name:?}: deploy its tenant.toml first (PUT .../config), which creates it")
+                } else {
+                    format!("no tenant {name:?}: create its folder in the plugins folder first")
+                },
             )
         })?;
         return Ok((tenant, Deployer::Operator));

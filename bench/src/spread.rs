@@ -88,17 +88,26 @@ pub fn spread() -> anyhow::Result<String> {
         .enable_all()
         .build()?;
     let bases: Vec<String> = hosts.iter().map(|(_, b)| b.clone()).collect();
-    let (stats, deploy) = rt.block_on(measure(&bases))?;
+    let (new, known, deploy) = rt.block_on(measure(&bases))?;
+    let row = |what: &str, stats: Stats| {
+        vec![
+            what.to_owned(),
+            ms(stats.median),
+            ms(stats.min),
+            ms(stats.max),
+        ]
+    };
     Ok(format!(
-        "## Spread of a deploy across hosts\n\n{HOSTS} hosts (`serve --shared-plugins`, release builds, each with a compile cache of its own) and one `nats-server` on loopback, on this machine's cores. {DEPLOYS} new builds of a {} KB plugin, each deployed through host A; from A's answer (checked, stored, serving on A) to the last host serving the new build (its plugin listing shows the new hash). The other hosts each fetch and compile it, at the same time, on the same cores:\n\n{}\nThe deploy request itself (A checks and compiles the plugin, stores it, serves it): median {}.\n\n",
+        "## Spread of a deploy across hosts\n\n{HOSTS} hosts (`serve --shared-plugins`, release builds, each with a compile cache of its own) and one `nats-server` on loopback, on this machine's cores. {DEPLOYS} new builds of a {} KB plugin, each deployed through host A, alternating with a deploy of the build before it (which every host has compiled). The time is from A's answer (checked, stored, serving on A) to the last of the other hosts serving the deployed build (its plugin listing shows its hash); for a new build, the other hosts each fetch and compile it, at the same time, on the same cores:\n\n{}\nThe deploy request of a new build itself (A checks and compiles it, stores it, serves it): median {}.\n\n",
         std::fs::read(guests::PRESIGNUP_PROBE)?.len() / 1024,
-        table(&["median", "min", "worst"], &[vec![ms(stats.median), ms(stats.min), ms(stats.max)]]),
+        table(&["deployed", "median", "min", "worst"], &[row("a new build", new), row("a build every host compiled before", known)]),
         ms(deploy.median),
     ))
 }
 
-/// Each deploy's spread time, and the deploy requests' own times.
-async fn measure(bases: &[String]) -> anyhow::Result<(Stats, Stats)> {
+/// The spread of new builds and of known ones, and the deploy requests'
+/// own times (new builds).
+async fn measure(bases: &[String]) -> anyhow::Result<(Stats, Stats, Stats)> {
     let http = reqwest::Client::new();
     for base in bases {
         wait_ready(&http, base).await?;
@@ -116,40 +125,55 @@ async fn measure(bases: &[String]) -> anyhow::Result<(Stats, Stats)> {
         answer.text().await?
     );
     let probe = std::fs::read(guests::PRESIGNUP_PROBE)?;
-    let (mut spread, mut deploys) = (Vec::new(), Vec::new());
-    // One more than measured: the first build warms each host up.
+    let (mut new, mut known, mut deploys) = (Vec::new(), Vec::new(), Vec::new());
+    // New builds alternate with the build before them, which every host
+    // has compiled already: the second figure is the spread alone, the
+    // first adds each host's compile. The first round warms up.
     for n in 0..=DEPLOYS {
-        let bytes = variant(&probe, 1_000_000 + n);
-        let hash = triggerfish::encoding::sha256_hex(&bytes);
-        let sent = Instant::now();
-        let answer = http
-            .put(format!("{}/v1/tenants/spread/plugins/10-gate", bases[0]))
-            .bearer_auth(OPERATOR_KEY)
-            .body(bytes)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            answer.status().is_success(),
-            "deploy {n}: {}",
-            answer.text().await?
-        );
-        let answered = Instant::now();
-        for base in &bases[1..] {
-            while serving(&http, base).await.as_deref() != Some(hash.as_str()) {
-                anyhow::ensure!(
-                    answered.elapsed() < Duration::from_secs(60),
-                    "deploy {n} never reached {base}"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
+        let (took, spread) = deploy(&http, bases, variant(&probe, 1_000_000 + n)).await?;
         if n > 0 {
-            spread.push(answered.elapsed());
-            deploys.push(answered - sent);
+            new.push(spread);
+            deploys.push(took);
+            let (_, spread) = deploy(&http, bases, variant(&probe, 1_000_000 + n - 1)).await?;
+            known.push(spread);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok((Stats::of(spread), Stats::of(deploys)))
+    Ok((Stats::of(new), Stats::of(known), Stats::of(deploys)))
+}
+
+/// Deploys `bytes` as `10-gate` through the first host; how long the
+/// request took, and from its answer to every other host serving it.
+async fn deploy(
+    http: &reqwest::Client,
+    bases: &[String],
+    bytes: Vec<u8>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let hash = triggerfish::encoding::sha256_hex(&bytes);
+    let sent = Instant::now();
+    let answer = http
+        .put(format!("{}/v1/tenants/spread/plugins/10-gate", bases[0]))
+        .bearer_auth(OPERATOR_KEY)
+        .body(bytes)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "a deploy: {}",
+        answer.text().await?
+    );
+    let answered = Instant::now();
+    for base in &bases[1..] {
+        while serving(http, base).await.as_deref() != Some(hash.as_str()) {
+            anyhow::ensure!(
+                answered.elapsed() < Duration::from_secs(60),
+                "a deploy never reached {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let spread = answered.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((answered - sent, spread))
 }
 
 /// The hash of the plugin `10-gate` the host serves now.

@@ -340,9 +340,35 @@ async fn a_broken_plugin_or_tenant_toml_is_refused_and_no_host_changes() {
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"]["kind"], "invalid-config", "{answer}");
 
+    // A refused tenant.toml creates no tenant either.
+    let (status, answer) = put(
+        cluster.base(0),
+        "/v1/tenants/newcomer/config",
+        OPERATOR_KEY,
+        b"[auth]\nmode = \"sometimes\"\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = put(
+        cluster.base(0),
+        "/v1/tenants/newcomer/plugins/10-gate",
+        OPERATOR_KEY,
+        wasm(guests::PRESIGNUP_PROBE),
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+
     // Time for a change to spread, had there been one.
     tokio::time::sleep(SPREAD).await;
     assert_eq!(plugins(&cluster).await, before);
+    for host in 0..3 {
+        let (status, body) = get(cluster.base(host), "/healthz", None).await;
+        assert_eq!(
+            (status, &body["tenants"]),
+            (200, &Value::from(1)),
+            "host {host}: {body}"
+        );
+    }
     cluster.until_all(SPREAD, |a| a == &Ok(true)).await;
 }
 

@@ -219,11 +219,13 @@ impl SharedStore {
         &self,
         revision: u64,
     ) -> Result<BoxStream<'static, Result<Revision, EngineError>>, EngineError> {
-        let watch = self
-            .kv
-            .watch_all_from_revision(revision.max(1))
-            .await
-            .map_err(store)?;
+        let watch = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.kv.watch_all_from_revision(revision.max(1)),
+        )
+        .await
+        .map_err(|_| store("no watch of the bucket within 10 s"))?
+        .map_err(store)?;
         Ok(watch
             .map(|entry| revision_of(entry.map_err(store)?))
             .boxed())

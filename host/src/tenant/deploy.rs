@@ -268,23 +268,55 @@ impl Tenants {
         Ok(())
     }
 
-    /// Creates the tenant `tenant`, with no plugins and no `tenant.toml`
-    /// (so no keys: it refuses every request until one is deployed), in
-    /// the shared store; nothing if it exists. Only with a shared store:
-    /// with a plugins folder, a tenant is a folder the operator creates.
-    pub async fn create_tenant(&self, tenant: &str) -> Result<(), DeployError> {
+    /// The operator creates the tenant `tenant` in the shared store with
+    /// its first `tenant.toml`, checked before anything is created (a
+    /// refused file creates nothing), and returns once it serves; a tenant
+    /// that exists gets the new file. Only with a shared store: with a
+    /// plugins folder, a tenant is a folder the operator creates.
+    pub async fn create_tenant(
+        &self,
+        tenant: &str,
+        text: &[u8],
+    ) -> Result<DeployedConfig, DeployError> {
         let shared = self.shared().ok_or(DeployError::NotShared)?;
         if !super::is_tenant_name(tenant) {
             return Err(DeployError::UnknownTenant(tenant.to_owned()));
         }
-        let _turn = self.deploy_turn(tenant).await;
-        shared
-            .create_tenant(tenant)
-            .await
-            .map_err(DeployError::Store)?;
-        tracing::info!(tenant, "tenant created in the shared store");
-        self.reload_for_deploy(tenant).await?;
-        Ok(())
+        self.check_config(tenant, text, &Deployer::Operator)?;
+        {
+            let _turn = self.deploy_turn(tenant).await;
+            // A tenant with no tenant.toml has no keys: until the file
+            // below is stored, it refuses every request.
+            shared
+                .create_tenant(tenant)
+                .await
+                .map_err(DeployError::Store)?;
+            tracing::info!(tenant, "tenant created in the shared store");
+            self.reload_for_deploy(tenant).await?;
+        }
+        self.deploy_config(tenant, text, &Deployer::Operator).await
+    }
+
+    /// `text` as a `tenant.toml` of `tenant` deployed by `by`: UTF-8,
+    /// parsed strictly, keeping a deploying tenant key, within what the
+    /// operator allows the tenant.
+    fn check_config<'t>(
+        &self,
+        tenant: &str,
+        text: &'t [u8],
+        by: &Deployer,
+    ) -> Result<&'t str, DeployError> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| DeployError::InvalidConfig("the file is not UTF-8".to_owned()))?;
+        let file = TenantFile::parse(text).map_err(DeployError::InvalidConfig)?;
+        if let Deployer::TenantKey { hash } = by {
+            if !file.auth.may_deploy(hash) {
+                return Err(DeployError::WouldLockOut);
+            }
+        }
+        Settings::resolve(file, self.operator().for_tenant(tenant))
+            .map_err(DeployError::InvalidConfig)?;
+        Ok(text)
     }
 
     /// Removes the tenant `tenant` and all its files from the shared
@@ -315,16 +347,7 @@ impl Tenants {
         text: &[u8],
         by: &Deployer,
     ) -> Result<DeployedConfig, DeployError> {
-        let text = std::str::from_utf8(text)
-            .map_err(|_| DeployError::InvalidConfig("the file is not UTF-8".to_owned()))?;
-        let file = TenantFile::parse(text).map_err(DeployError::InvalidConfig)?;
-        if let Deployer::TenantKey { hash } = by {
-            if !file.auth.may_deploy(hash) {
-                return Err(DeployError::WouldLockOut);
-            }
-        }
-        Settings::resolve(file, self.operator().for_tenant(tenant))
-            .map_err(DeployError::InvalidConfig)?;
+        let text = self.check_config(tenant, text, by)?;
         let _turn = self.deploy_turn(tenant).await;
         self.current(tenant)?;
         let dir = self.dir().join(tenant);

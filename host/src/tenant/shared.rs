@@ -306,7 +306,16 @@ impl Shared {
         if last > 0 {
             let mut watch = self.store.watch_from(1).await?;
             let read = async {
-                while let Some(revision) = watch.next().await {
+                // A watch made while the server was coming back can stay
+                // silent: a read that stalls fails, and is tried again.
+                while let Some(revision) = tokio::time::timeout(QUIET_CHECK, watch.next())
+                    .await
+                    .map_err(|_| {
+                        EngineError::Store(format!(
+                            "the shared store's watch sent nothing for {QUIET_CHECK:?} while reading it"
+                        ))
+                    })?
+                {
                     let revision = revision?;
                     let done = revision.pending == 0;
                     last = revision.revision;

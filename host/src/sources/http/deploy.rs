@@ -190,14 +190,15 @@ pub(super) async fn put_config(
 ) -> Result<Response, RequestError> {
     // With a shared store, the operator creates a tenant by deploying its
     // first tenant.toml.
-    if api.tenants.shared().is_some()
+    let creates = api.tenants.shared().is_some()
         && is_tenant_name(&tenant)
         && api.tenants.tenant(&tenant).is_none()
-        && operator_deploys(&api, &headers)
-    {
-        api.tenants.create_tenant(&tenant).await?;
-    }
-    let (tenant, by) = deployer(&api, &tenant, &headers)?;
+        && operator_deploys(&api, &headers);
+    let by = if creates {
+        None
+    } else {
+        Some(deployer(&api, &tenant, &headers)?)
+    };
     let bytes = read_body_within(
         &headers,
         body,
@@ -205,7 +206,10 @@ pub(super) async fn put_config(
         ", the largest tenant.toml",
     )
     .await?;
-    let deployed = api.tenants.deploy_config(&tenant.name, &bytes, &by).await?;
+    let deployed = match by {
+        Some((tenant, by)) => api.tenants.deploy_config(&tenant.name, &bytes, &by).await?,
+        None => api.tenants.create_tenant(&tenant, &bytes).await?,
+    };
     Ok(Json(json!({
         "tenant": deployed.tenant,
         "config": "tenant.toml",

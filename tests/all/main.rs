@@ -8,6 +8,7 @@ mod budget;
 mod chain;
 mod cli;
 mod cluster;
+mod cognito_durability;
 mod cognito_streams;
 mod common;
 mod compile_limits;

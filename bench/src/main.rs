@@ -5,8 +5,8 @@
 //!
 //! - `report [--out FILE] [--seconds N] [--only SECTION,...]`: everything,
 //!   or only the named sections (calls, fairness, reload, restart, memory,
-//!   http, sync, hosts), printed rather than written unless `--out` is
-//!   given.
+//!   http, sync, hosts, spread), printed rather than written unless `--out`
+//!   is given.
 //! - `native-server ADDR`: the native axum baseline, for the HTTP figures.
 //! - `memory TENANTS`: resident memory with that many tenants (run in a
 //!   process of its own by `report`).
@@ -22,6 +22,7 @@ mod harness;
 mod hosts;
 mod native;
 mod sections;
+mod spread;
 mod sync;
 
 use std::process::ExitCode;

@@ -287,7 +287,7 @@ fn calls() -> anyhow::Result<String> {
 
 /// A component with a custom section appended: the same plugin with other
 /// bytes, as a new build would be.
-fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
+pub(crate) fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
@@ -579,7 +579,7 @@ impl Drop for Server {
     }
 }
 
-fn wait_for_port(addr: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_for_port(addr: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         anyhow::ensure!(
@@ -877,6 +877,7 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         ("http", Box::new(move || http(seconds))),
         ("sync", Box::new(crate::sync::section)),
         ("hosts", Box::new(move || crate::hosts::hosts(seconds))),
+        ("spread", Box::new(crate::spread::spread)),
     ];
     if let Some(only) = &only {
         for name in only {

@@ -97,6 +97,10 @@ pub fn router(api: Api) -> Router {
         )
         .route("/v1/tenants/{tenant}/config", put(deploy::put_config))
         .route(
+            "/v1/tenants/{tenant}",
+            axum::routing::delete(deploy::delete_tenant),
+        )
+        .route(
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),
         )

@@ -457,11 +457,9 @@ pub async fn phases(
             .await
             .expect("the call returns");
         lap(6);
-        let returned = call
-            .take_result(results)
-            .ok()
-            .expect("a valid output")
-            .expect("no denial");
+        let Ok(Ok(returned)) = call.take_result(results) else {
+            panic!("the plugin denied the event or returned an invalid output");
+        };
         span.record("outcome", "ok");
         lap(7);
         drop(store);

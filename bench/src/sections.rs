@@ -77,7 +77,7 @@ fn runtime_with(metering: Metering) -> Arc<Runtime> {
     )
 }
 
-fn chain_dir(lengths: &[usize]) -> PluginsDir {
+pub(crate) fn chain_dir(lengths: &[usize]) -> PluginsDir {
     let dir = PluginsDir::new();
     for &n in lengths {
         let tenant = format!("chain{n}");
@@ -489,7 +489,7 @@ fn concurrent_teardown(dir: &PluginsDir) -> anyhow::Result<String> {
 
 /// A component with a custom section appended: the same plugin with other
 /// bytes, as a new build would be.
-fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
+pub(crate) fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
@@ -529,7 +529,7 @@ fn reload(swaps: usize) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/tenants/live/events", listener.local_addr()?);
         let server_host = host.clone();
-        tokio::spawn(async move { axum::serve(listener, triggerfish::sources::http::router(triggerfish::sources::http::Api { tenants: server_host, dispatcher: Arc::new(Dispatcher::new()), streams: None, admin: None })).await });
+        tokio::spawn(async move { axum::serve(listener, triggerfish::sources::http::router(triggerfish::sources::http::Api { tenants: server_host, dispatcher: Arc::new(Dispatcher::new()), streams: None, admin: None, health: Default::default() })).await });
 
         let stop = Arc::new(AtomicBool::new(false));
         let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -772,7 +772,7 @@ fn fairness(seconds: u64) -> anyhow::Result<String> {
 }
 
 /// A server under test, killed when dropped.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -781,7 +781,7 @@ impl Drop for Server {
     }
 }
 
-fn wait_for_port(addr: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_for_port(addr: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         anyhow::ensure!(
@@ -794,7 +794,7 @@ fn wait_for_port(addr: &str) -> anyhow::Result<()> {
 }
 
 /// Waits for `/healthz` to answer 200: every tenant loaded.
-fn wait_for_ready(addr: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_for_ready(addr: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let status = Command::new("curl")
@@ -818,11 +818,11 @@ fn wait_for_ready(addr: &str) -> anyhow::Result<()> {
     }
 }
 
-struct Load {
-    rps: f64,
-    p50: String,
-    p99: String,
-    errors: u64,
+pub(crate) struct Load {
+    pub(crate) rps: f64,
+    pub(crate) p50: String,
+    pub(crate) p99: String,
+    pub(crate) errors: u64,
 }
 
 impl Load {
@@ -852,7 +852,7 @@ fn wrk_ms(text: &str) -> f64 {
 }
 
 /// The release `triggerfish` binary next to this one.
-fn server_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     let bench = std::env::current_exe()?;
     let triggerfish = bench
         .parent()
@@ -867,7 +867,7 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A wrk script that posts the benchmark event.
-fn post_script(dir: &PluginsDir) -> anyhow::Result<PathBuf> {
+pub(crate) fn post_script(dir: &PluginsDir) -> anyhow::Result<PathBuf> {
     let script = dir.path().join("post.lua");
     std::fs::write(
         &script,
@@ -898,7 +898,12 @@ fn serve(triggerfish: &Path, addr: &str, plugins: &Path) -> anyhow::Result<Serve
     Ok(Server(child))
 }
 
-fn wrk(url: &str, connections: usize, seconds: u64, script: &Path) -> anyhow::Result<Load> {
+pub(crate) fn wrk(
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    script: &Path,
+) -> anyhow::Result<Load> {
     let threads = connections.clamp(1, 2).to_string();
     let out = Command::new("wrk")
         .args([
@@ -1073,6 +1078,8 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         ("memory", Box::new(|| memory(1000))),
         ("http", Box::new(move || http(seconds))),
         ("sync", Box::new(crate::sync::section)),
+        ("hosts", Box::new(move || crate::hosts::hosts(seconds))),
+        ("spread", Box::new(crate::spread::spread)),
     ];
     if let Some(only) = &only {
         for name in only {

@@ -18,6 +18,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod harness;
+mod http;
 mod native;
 mod sections;
 

@@ -77,7 +77,7 @@ fn runtime_with(metering: Metering) -> Arc<Runtime> {
     )
 }
 
-fn chain_dir(lengths: &[usize]) -> PluginsDir {
+pub(crate) fn chain_dir(lengths: &[usize]) -> PluginsDir {
     let dir = PluginsDir::new();
     for &n in lengths {
         let tenant = format!("chain{n}");
@@ -570,7 +570,7 @@ fn fairness(seconds: u64) -> anyhow::Result<String> {
 }
 
 /// A server under test, killed when dropped.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -579,7 +579,7 @@ impl Drop for Server {
     }
 }
 
-fn wait_for_port(addr: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_for_port(addr: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         anyhow::ensure!(
@@ -592,7 +592,7 @@ fn wait_for_port(addr: &str) -> anyhow::Result<()> {
 }
 
 /// Waits for `/healthz` to answer 200: every tenant loaded.
-fn wait_for_ready(addr: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_for_ready(addr: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let status = Command::new("curl")
@@ -616,19 +616,19 @@ fn wait_for_ready(addr: &str) -> anyhow::Result<()> {
     }
 }
 
-struct Load {
-    rps: f64,
-    p50: String,
-    p99: String,
-    errors: u64,
+pub(crate) struct Load {
+    pub(crate) rps: f64,
+    pub(crate) p50: String,
+    pub(crate) p99: String,
+    pub(crate) errors: u64,
 }
 
 impl Load {
-    fn p50_ms(&self) -> f64 {
+    pub(crate) fn p50_ms(&self) -> f64 {
         wrk_ms(&self.p50)
     }
 
-    fn p99_ms(&self) -> f64 {
+    pub(crate) fn p99_ms(&self) -> f64 {
         wrk_ms(&self.p99)
     }
 }
@@ -650,7 +650,7 @@ fn wrk_ms(text: &str) -> f64 {
 }
 
 /// The release `triggerfish` binary next to this one.
-fn server_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     let bench = std::env::current_exe()?;
     let triggerfish = bench
         .parent()
@@ -696,7 +696,12 @@ fn serve(triggerfish: &Path, addr: &str, plugins: &Path) -> anyhow::Result<Serve
     Ok(Server(child))
 }
 
-fn wrk(url: &str, connections: usize, seconds: u64, script: &Path) -> anyhow::Result<Load> {
+pub(crate) fn wrk(
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    script: &Path,
+) -> anyhow::Result<Load> {
     let threads = connections.clamp(1, 2).to_string();
     let out = Command::new("wrk")
         .args([
@@ -726,102 +731,6 @@ fn wrk(url: &str, connections: usize, seconds: u64, script: &Path) -> anyhow::Re
         p99: field("99%"),
         errors,
     })
-}
-
-/// HTTP on loopback: Triggerfish, Node.js, native axum; wrk on the same
-/// machine.
-fn http(seconds: u64) -> anyhow::Result<String> {
-    let bench = std::env::current_exe()?;
-    let triggerfish = server_binary()?;
-    let node_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
-
-    let dir = chain_dir(&[3]);
-    let script = post_script(&dir)?;
-
-    let quiet = |mut c: Command| -> anyhow::Result<Server> {
-        Ok(Server(
-            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?,
-        ))
-    };
-    let mut rows = Vec::new();
-    let mut best: Vec<(&str, usize, f64)> = Vec::new();
-    let servers: [(&str, &str); 3] = [
-        ("Triggerfish", "127.0.0.1:18081"),
-        ("Node.js index of modules", "127.0.0.1:18082"),
-        ("native axum (no sandbox)", "127.0.0.1:18083"),
-    ];
-    for (name, addr) in servers {
-        let _server = match name {
-            "Triggerfish" => serve(&triggerfish, addr, dir.path())?,
-            "Node.js index of modules" => {
-                let mut c = Command::new("node");
-                c.arg(node_dir.join("server.js")).arg(addr);
-                quiet(c)?
-            }
-            _ => {
-                let mut c = Command::new(&bench);
-                c.args(["native-server", addr]);
-                quiet(c)?
-            }
-        };
-        wait_for_port(addr)?;
-        if name == "Triggerfish" {
-            // It listens at once and loads its tenants meanwhile.
-            wait_for_ready(addr)?;
-        }
-        let url = format!("http://{addr}/v1/tenants/chain3/events");
-        // Check the answer once: every server must give the same event back.
-        let check = Command::new("curl")
-            .args([
-                "-s",
-                "-X",
-                "POST",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                &event().to_string(),
-                &url,
-            ])
-            .output()?;
-        let answer: Value = serde_json::from_slice(&check.stdout).with_context(|| {
-            format!("{name} answered {}", String::from_utf8_lossy(&check.stdout))
-        })?;
-        anyhow::ensure!(
-            answer["response"]["autoConfirmUser"] == true,
-            "{name} answered {answer}"
-        );
-        wrk(&url, 16, 2, &script)?; // warm-up
-        for connections in [1, 16, 64] {
-            let load = wrk(&url, connections, seconds, &script)?;
-            rows.push(vec![
-                name.to_owned(),
-                connections.to_string(),
-                format!("{:.0}", load.rps),
-                load.p50,
-                load.p99,
-                load.errors.to_string(),
-            ]);
-            best.push((name, connections, load.rps));
-        }
-    }
-    let rps = |server: &str, c: usize| {
-        best.iter()
-            .find(|(n, k, _)| *n == server && *k == c)
-            .map_or(0.0, |b| b.2)
-    };
-    let (tf, node, native) = (
-        rps("Triggerfish", 64),
-        rps("Node.js index of modules", 64),
-        rps("native axum (no sandbox)", 64),
-    );
-    Ok(format!(
-        "## HTTP, 3-plugin PreSignUp chain\n\nLoopback, keep-alive, wrk on the same 2-core machine ({seconds} s per run, after a 2 s warm-up), the ~1 KB event. The Node.js server runs the same three handlers as JavaScript modules looped over by an index file the way Amplify generates it; the native server runs them as Rust functions in axum with no sandbox.\n\n{}\nAt 64 connections Triggerfish serves {:.2}× the Node.js baseline's requests per second (target at least 2×: {}) and {:.2}× the native server's (target at least 0.5×: {}).\n\n",
-        table(&["server", "connections", "requests/s", "p50", "p99", "non-2xx"], &rows),
-        tf / node,
-        if tf >= 2.0 * node { "met" } else { "missed" },
-        tf / native,
-        if tf >= 0.5 * native { "met" } else { "missed" },
-    ))
 }
 
 fn command_line(program: &str, args: &[&str]) -> String {
@@ -869,7 +778,7 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         ("reload", Box::new(|| reload(20))),
         ("restart", Box::new(restart)),
         ("memory", Box::new(|| memory(1000))),
-        ("http", Box::new(move || http(seconds))),
+        ("http", Box::new(move || crate::http::http(seconds))),
     ];
     if let Some(only) = &only {
         for name in only {

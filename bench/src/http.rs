@@ -106,6 +106,7 @@ fn serve(
     addr: &str,
     plugins: &Path,
     admin_keys: &Path,
+    operator: &Path,
 ) -> anyhow::Result<Server> {
     let child = Command::new(triggerfish)
         .args(["serve", "--no-watch", "--no-cache", "--listen", addr])
@@ -113,6 +114,15 @@ fn serve(
         .arg(plugins)
         .arg("--admin-keys")
         .arg(admin_keys)
+        .arg("--operator-config")
+        .arg(operator)
+        // A data folder of its own: two servers cannot share one.
+        .arg("--data-dir")
+        .arg(std::env::temp_dir().join(format!(
+            "triggerfish-bench-{}-{}",
+            std::process::id(),
+            addr.replace([':', '.'], "-")
+        )))
         .env("RUST_LOG", "warn")
         // What `cargo xtask bench` sets; said again for a bench run by hand.
         .env("RUST_BACKTRACE", "0")
@@ -157,6 +167,10 @@ pub fn http(seconds: u64) -> anyhow::Result<String> {
         ),
     );
     std::fs::write(&settings, toml)?;
+    // The tenant's concurrency quota (16 by default) would answer 429 to
+    // most of 64 connections; the operator raises it for this client.
+    let operator = dir.path().join("operator.toml");
+    std::fs::write(&operator, "[defaults.quotas]\nconcurrency = 128\n")?;
     let admin_keys = dir.path().join("admin-keys");
     std::fs::write(&admin_keys, triggerfish::auth::hash_key(ADMIN_KEY) + "\n")?;
     let script = post_script(dir.path())?;
@@ -175,12 +189,13 @@ pub fn http(seconds: u64) -> anyhow::Result<String> {
         name: TRIGGERFISH,
         addr: "127.0.0.1:18081",
         start: {
-            let (t, p, a) = (
+            let (t, p, a, o) = (
                 triggerfish.clone(),
                 dir.path().to_owned(),
                 admin_keys.clone(),
+                operator.clone(),
             );
-            Box::new(move || serve(&t, "127.0.0.1:18081", &p, &a))
+            Box::new(move || serve(&t, "127.0.0.1:18081", &p, &a, &o))
         },
         ready_check: true,
     }];
@@ -189,8 +204,8 @@ pub fn http(seconds: u64) -> anyhow::Result<String> {
             name: BEFORE,
             addr: "127.0.0.1:18085",
             start: {
-                let (p, a) = (dir.path().to_owned(), admin_keys.clone());
-                Box::new(move || serve(&before, "127.0.0.1:18085", &p, &a))
+                let (p, a, o) = (dir.path().to_owned(), admin_keys.clone(), operator.clone());
+                Box::new(move || serve(&before, "127.0.0.1:18085", &p, &a, &o))
             },
             ready_check: true,
         });
@@ -312,7 +327,7 @@ pub fn http(seconds: u64) -> anyhow::Result<String> {
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
     Ok(format!(
-        "## HTTP, 3-plugin PreSignUp chain\n\nLoopback, keep-alive, wrk on the same {cores}-core machine ({seconds} s per run after a 2 s warm-up; {ROUNDS} rounds, the servers taking turns; requests per second as the median of the rounds (min–max), p50 and p99 as the median of the rounds' own), the ~1 KB event; load average {load} at the end. Triggerfish runs as a host would: a bearer key checked on every request, the operator's metrics and recent history on. The Node.js server runs the same three handlers as JavaScript modules looped over by an index file the way Amplify generates it, in one process and as a cluster of one worker per core; the native server runs them as Rust functions in axum with no sandbox.\n\n{}\n{ratios}",
+        "## HTTP, 3-plugin PreSignUp chain\n\nLoopback, keep-alive, wrk on the same {cores}-core machine ({seconds} s per run after a 2 s warm-up; {ROUNDS} rounds, the servers taking turns; requests per second as the median of the rounds (min–max), p50 and p99 as the median of the rounds' own), the ~1 KB event; load average {load} at the end. Triggerfish runs as a host would: a bearer key checked on every request, the operator's metrics and recent history on, and the tenant's concurrency quota raised by the operator to 128 (the default, 16, would refuse most of 64 connections with 429). The Node.js server runs the same three handlers as JavaScript modules looped over by an index file the way Amplify generates it, in one process and as a cluster of one worker per core; the native server runs them as Rust functions in axum with no sandbox.\n\n{}\n{ratios}",
         table(&["server", "connections", "requests/s", "p50", "p99", "non-2xx"], &rows),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
     ))

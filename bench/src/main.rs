@@ -5,7 +5,7 @@
 //!
 //! - `report [--out FILE] [--seconds N] [--only SECTION,...]`: everything,
 //!   or only the named sections (calls, fairness, reload, restart, memory,
-//!   http), printed rather than written unless `--out` is given.
+//!   http, sync), printed rather than written unless `--out` is given.
 //! - `native-server ADDR`: the native axum baseline, for the HTTP figures.
 //! - `memory TENANTS`: resident memory with that many tenants (run in a
 //!   process of its own by `report`).
@@ -21,6 +21,7 @@ mod harness;
 mod http;
 mod native;
 mod sections;
+mod sync;
 
 use std::process::ExitCode;
 

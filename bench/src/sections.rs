@@ -772,13 +772,14 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     type Section = Box<dyn Fn() -> anyhow::Result<String>>;
-    let sections: [(&str, Section); 6] = [
+    let sections: Vec<(&str, Section)> = vec![
         ("calls", Box::new(calls)),
         ("fairness", Box::new(move || fairness(seconds))),
         ("reload", Box::new(|| reload(20))),
         ("restart", Box::new(restart)),
         ("memory", Box::new(|| memory(1000))),
         ("http", Box::new(move || crate::http::http(seconds))),
+        ("sync", Box::new(crate::sync::section)),
     ];
     if let Some(only) = &only {
         for name in only {

@@ -171,9 +171,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 admin.set_streams(streams.clone());
             }
             let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
-            let dispatcher = Arc::new(
-                dispatcher.with_cognito(Arc::new(Cognito::new(streams.clone(), &public_url))),
-            );
+            let cognito = Arc::new(Cognito::new(streams.clone(), &public_url));
+            cognito.sweep_outboxes();
+            let dispatcher = Arc::new(dispatcher.with_cognito(cognito));
             let api = Api {
                 tenants: tenants.clone(),
                 dispatcher: dispatcher.clone(),

@@ -538,6 +538,48 @@ async fn a_host_dying_between_state_and_publish_leaves_the_record_in_the_outbox(
     assert_eq!(counts, vec![json!(1), json!(2)]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_starting_publishes_what_a_dead_host_left_in_an_outbox() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let dir = PluginsDir::new();
+    dir.plugin("t", "10-sync-sample.wasm", guests::SYNC_SAMPLE)
+        .settings("t", SETTINGS);
+    let dying = Arc::new(NatsEngine::connect(&server.url).await.unwrap());
+    dying
+        .crash_before_publish
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let first = Host::start(tenants(&dir).await, dying.clone()).await;
+    let seed = event(sync_event()["datasetRecords"].clone());
+    assert_eq!(first.sync(&seed).await.status(), 503);
+    drop(first);
+    drop(dying);
+
+    // A host starting (the binary) sweeps the outboxes: the record is
+    // published though nobody syncs or reads the dataset.
+    let host = ServeProcess::start(dir.path(), &["--no-watch", "--streams", &server.url]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let published = loop {
+        let url = format!("{}/v1/tenants/t/streams/cognito/records", host.base);
+        if reqwest::get(url).await.unwrap().status() == 200 {
+            let records = listed(&host.base).await;
+            if !records.is_empty() {
+                break records;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the record left in the outbox was not published: {}",
+            host.last_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0]["syncCount"], 1);
+    assert_eq!(keys(&published[0]).len(), 3);
+}
+
 /// The published records as the stream route lists them, decoded.
 async fn listed(base: &str) -> Vec<Value> {
     let listed: Value = reqwest::get(format!(

@@ -7,6 +7,7 @@ mod bounded_work;
 mod budget;
 mod chain;
 mod cli;
+mod cognito_durability;
 mod cognito_streams;
 mod common;
 mod compile_limits;

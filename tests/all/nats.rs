@@ -246,6 +246,66 @@ async fn conformance(engine: Arc<dyn Engine>) {
     let cutoff = triggerfish::streams::now_ms() + 1;
     assert_eq!(engine.trim("tenant-a", cutoff).await.unwrap(), 43);
     assert!(engine.read(&id, 0, 0, 100).await.unwrap().is_empty());
+    bulk_publish_records(&engine).await;
+}
+
+/// Bulk publish records: one per tenant, changed atomically, so that of
+/// runs starting at once on any host exactly one holds the claim.
+async fn bulk_publish_records(engine: &Arc<dyn Engine>) {
+    use triggerfish::cognito::bulk::{begin, finish, renew, BulkRecord, BulkState};
+    let hour = 3_600_000;
+    let (none, written) = engine
+        .bulk_publish("tenant-a", Box::new(|_| None))
+        .await
+        .unwrap();
+    assert!(!written);
+    assert_eq!(none, BulkRecord::default());
+    let now = triggerfish::streams::now_ms();
+    let mut racing = tokio::task::JoinSet::new();
+    for run in 0..8 {
+        let engine = engine.clone();
+        racing.spawn(async move {
+            let run = format!("run-{run}");
+            let claim = Box::new(move |c: &BulkRecord| begin(c, now, hour, &run).ok());
+            engine.bulk_publish("tenant-a", claim).await.unwrap()
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(raced) = racing.join_next().await {
+        let (record, written) = raced.unwrap();
+        assert_eq!(record.state, BulkState::InProgress);
+        if written {
+            winners.push(record.run);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let run = winners.pop().unwrap();
+    // Only the winner renews and finishes it; the record says so after.
+    let (other, mine) = (run.clone() + "x", run.clone());
+    let renewal = Box::new(move |c: &BulkRecord| renew(c, &other, now + 1, (1, 1)));
+    assert!(!engine.bulk_publish("tenant-a", renewal).await.unwrap().1);
+    let renewal = Box::new(move |c: &BulkRecord| renew(c, &mine, now + 1, (2, 3)));
+    assert!(engine.bulk_publish("tenant-a", renewal).await.unwrap().1);
+    let end = Box::new(move |c: &BulkRecord| finish(c, &run, now + 2, (2, 3), &Ok(())));
+    let (done, written) = engine.bulk_publish("tenant-a", end).await.unwrap();
+    assert!(written);
+    assert_eq!(done.state, BulkState::Succeeded);
+    let (read, _) = engine
+        .bulk_publish("tenant-a", Box::new(|_| None))
+        .await
+        .unwrap();
+    assert_eq!(read, done);
+    assert_eq!(read.records_published, 3);
+    // Within the window, nobody starts another; other tenants are apart.
+    let again = Box::new(move |c: &BulkRecord| begin(c, now + 3, hour, "late").ok());
+    assert!(!engine.bulk_publish("tenant-a", again).await.unwrap().1);
+    let (other_tenant, _) = engine
+        .bulk_publish("tenant-b", Box::new(|_| None))
+        .await
+        .unwrap();
+    assert_eq!(other_tenant.state, BulkState::NotStarted);
+    // Nothing waits in an outbox here.
+    assert_eq!(engine.sweep_outboxes().await.unwrap(), 0);
 }
 
 /// Receives until `n` messages came, for at most ten seconds.

@@ -3,28 +3,122 @@
 //! Cognito stream, like Cognito's BulkPublish and GetBulkPublishDetails.
 //!
 //! At most one runs at a time per tenant, and a successful one at most
-//! once per `bulk-publish-interval-secs` (24 hours by default). A
-//! dataset's records go out as one record per dataset, split into several
-//! (each in the seed's shape, `Inline`) when they do not fit the inline
-//! limit together. Bulk records and live updates may repeat each other
-//! (as the seed says): consumers keep the highest `syncCount` per key.
+//! once per `bulk-publish-interval-secs` (24 hours by default), across
+//! every host of the engine and across restarts: the status is one
+//! [`BulkRecord`] per tenant kept in the engine, changed only by
+//! [`Engine::bulk_publish`](crate::streams::engine::Engine::bulk_publish)
+//! (redb: one write transaction; NATS: compare-and-set on the key's
+//! revision), and the rules that change it ([`begin`], [`renew`],
+//! [`finish`]) are written once, here.
 //!
-//! Limits: the status is kept by the host that ran it, in memory (a
-//! restart forgets it, and with NATS each host has its own).
+//! The host running a bulk publish holds a **claim** on the record: it
+//! renews it every [`RENEW_CLAIM`] (1 s), writing its progress. A run
+//! whose claim was not renewed for [`BULK_CLAIM_TTL`] (10 s: its host
+//! died, was stopped, or lost the engine) counts as `FAILED`, and another
+//! may start. A run that finds its claim lapsed stops. The hosts' clocks
+//! must agree to well within those 10 s.
+//!
+//! A dataset's records go out as one record per dataset, split into
+//! several (each in the seed's shape, `Inline`) when they do not fit the
+//! inline limit together, appended at the tenant's
+//! `[quotas] stream-records-per-second` (waiting for its share, as a
+//! Kinesis shard's write rate would make it). Bulk records and live
+//! updates may repeat each other (as the seed says): consumers keep the
+//! highest `syncCount` per key.
 
 use super::state::{Applied, KeyState};
-use super::{build_record, Cognito};
-use crate::streams::engine::NewRecord;
+use super::{build_record, Cognito, CognitoStreams};
+use crate::streams::engine::{random_secret, EngineError, NewRecord, RENEW_CLAIM};
 use crate::streams::{now_ms, StreamId, StreamKind};
 use crate::tenant::Tenant;
-use serde::Serialize;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Records appended by one engine call.
+/// Records appended by one engine call (fewer when the tenant's stream
+/// rate is lower).
 const BATCH: usize = 100;
 
-/// Where a tenant's bulk publish stands.
+/// A bulk publish whose claim was not renewed for this long counts as
+/// `FAILED`, and another may start.
+pub const BULK_CLAIM_TTL: Duration = Duration::from_secs(10);
+
+/// Where a tenant's bulk publish stands, as GetBulkPublishDetails says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BulkState {
+    #[default]
+    NotStarted,
+    InProgress,
+    Failed,
+    Succeeded,
+}
+
+impl BulkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkState::NotStarted => "NOT_STARTED",
+            BulkState::InProgress => "IN_PROGRESS",
+            BulkState::Failed => "FAILED",
+            BulkState::Succeeded => "SUCCEEDED",
+        }
+    }
+}
+
+/// A tenant's last bulk publish, as the engine keeps it (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BulkRecord {
+    pub state: BulkState,
+    pub start_ms: Option<u64>,
+    pub complete_ms: Option<u64>,
+    pub datasets_published: u64,
+    pub records_published: u64,
+    pub failure_message: Option<String>,
+    /// When the last successful one ended (the window starts there).
+    pub last_success_ms: Option<u64>,
+    /// The run holding the claim: a random id per run.
+    pub run: String,
+    /// When that run last renewed its claim.
+    pub heartbeat_ms: u64,
+}
+
+impl BulkRecord {
+    /// Whether this is a run whose claim lapsed: it counts as FAILED.
+    pub fn lapsed(&self, now: u64) -> bool {
+        self.state == BulkState::InProgress
+            && now >= self.heartbeat_ms + BULK_CLAIM_TTL.as_millis() as u64
+    }
+
+    /// What `GET .../bulk-publish` answers at `now`.
+    pub fn status(&self, now: u64) -> BulkStatus {
+        let mut status = BulkStatus {
+            bulk_publish_status: self.state.as_str(),
+            bulk_publish_start_time: self.start_ms,
+            bulk_publish_complete_time: self.complete_ms,
+            datasets_published: self.datasets_published,
+            records_published: self.records_published,
+            failure_message: self.failure_message.clone(),
+        };
+        if self.lapsed(now) {
+            status.bulk_publish_status = BulkState::Failed.as_str();
+            status.bulk_publish_complete_time = Some(self.heartbeat_ms);
+            status.failure_message = Some(lapsed_message());
+        }
+        status
+    }
+}
+
+fn lapsed_message() -> String {
+    format!(
+        "the host running it stopped renewing its claim for {} s (it died, stopped, or lost the engine)",
+        BULK_CLAIM_TTL.as_secs()
+    )
+}
+
+/// Where a tenant's bulk publish stands: the JSON of
+/// `GET /v1/tenants/{t}/bulk-publish`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkStatus {
@@ -38,28 +132,7 @@ pub struct BulkStatus {
     pub records_published: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,
-    /// When the last successful one ended.
-    #[serde(skip)]
-    pub last_success: Option<u64>,
 }
-
-impl Default for BulkStatus {
-    fn default() -> Self {
-        BulkStatus {
-            bulk_publish_status: "NOT_STARTED",
-            bulk_publish_start_time: None,
-            bulk_publish_complete_time: None,
-            datasets_published: 0,
-            records_published: 0,
-            failure_message: None,
-            last_success: None,
-        }
-    }
-}
-
-/// Each tenant's last bulk publish.
-#[derive(Default)]
-pub struct BulkRuns(Mutex<HashMap<String, BulkStatus>>);
 
 /// Why a bulk publish cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -70,72 +143,211 @@ pub enum BulkError {
     InProgress,
     #[error("a bulk publish succeeded at {last} ms; the next may start at {next} ms ([cognito-streams] bulk-publish-interval-secs)")]
     TooSoon { last: u64, next: u64 },
+    #[error(transparent)]
+    Store(#[from] EngineError),
 }
 
-impl BulkRuns {
-    pub fn status(&self, tenant: &str) -> BulkStatus {
-        let runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        runs.get(tenant).cloned().unwrap_or_default()
+/// The rule that starts run `run` at `now`: refused while another run
+/// holds a live claim, or within `interval_ms` of the last success.
+pub fn begin(
+    current: &BulkRecord,
+    now: u64,
+    interval_ms: u64,
+    run: &str,
+) -> Result<BulkRecord, BulkError> {
+    if current.state == BulkState::InProgress && !current.lapsed(now) {
+        return Err(BulkError::InProgress);
     }
+    if let Some(last) = current.last_success_ms {
+        let next = last.saturating_add(interval_ms);
+        if now < next {
+            return Err(BulkError::TooSoon { last, next });
+        }
+    }
+    Ok(BulkRecord {
+        state: BulkState::InProgress,
+        start_ms: Some(now),
+        last_success_ms: current.last_success_ms,
+        run: run.to_owned(),
+        heartbeat_ms: now,
+        ..BulkRecord::default()
+    })
+}
 
-    fn update(&self, tenant: &str, change: impl FnOnce(&mut BulkStatus)) {
-        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        change(runs.entry(tenant.to_owned()).or_default());
+/// The rule that renews run `run`'s claim and writes its progress: None
+/// if the claim is not its own any more, or lapsed.
+pub fn renew(
+    current: &BulkRecord,
+    run: &str,
+    now: u64,
+    progress: (u64, u64),
+) -> Option<BulkRecord> {
+    if current.state != BulkState::InProgress || current.run != run || current.lapsed(now) {
+        return None;
+    }
+    Some(BulkRecord {
+        heartbeat_ms: now,
+        datasets_published: progress.0,
+        records_published: progress.1,
+        ..current.clone()
+    })
+}
+
+/// The rule that ends run `run`: None if the record is another run's. A
+/// run whose claim lapsed ends FAILED, whatever it did.
+pub fn finish(
+    current: &BulkRecord,
+    run: &str,
+    now: u64,
+    progress: (u64, u64),
+    outcome: &Result<(), String>,
+) -> Option<BulkRecord> {
+    if current.state != BulkState::InProgress || current.run != run {
+        return None;
+    }
+    let outcome = if current.lapsed(now) {
+        Err(lapsed_message())
+    } else {
+        outcome.clone()
+    };
+    let mut done = BulkRecord {
+        complete_ms: Some(now),
+        heartbeat_ms: now,
+        datasets_published: progress.0,
+        records_published: progress.1,
+        ..current.clone()
+    };
+    match outcome {
+        Ok(()) => {
+            done.state = BulkState::Succeeded;
+            done.last_success_ms = Some(now);
+        }
+        Err(message) => {
+            done.state = BulkState::Failed;
+            done.failure_message = Some(message);
+        }
+    }
+    Some(done)
+}
+
+/// The tenant's bulk publish status, from the engine.
+pub async fn status(cognito: &Cognito, tenant: &str) -> Result<BulkStatus, EngineError> {
+    let (record, _) = cognito
+        .streams
+        .engine
+        .bulk_publish(tenant, Box::new(|_| None))
+        .await?;
+    Ok(record.status(now_ms()))
+}
+
+/// A run's progress so far: (datasets, records).
+#[derive(Default)]
+struct Progress {
+    datasets: AtomicU64,
+    records: AtomicU64,
+}
+
+impl Progress {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.datasets.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+        )
     }
 }
 
-/// Starts a bulk publish of `tenant` in the background; its status as
-/// it starts.
-pub fn start(cognito: Arc<Cognito>, tenant: Arc<Tenant>) -> Result<BulkStatus, BulkError> {
+/// A random id for one run.
+fn run_id() -> String {
+    let bytes = random_secret().unwrap_or_else(|_| now_ms().to_be_bytes().to_vec());
+    let hex: String = bytes[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", std::process::id())
+}
+
+/// Claims the tenant's bulk publish in the engine and runs it in the
+/// background; its status as it starts.
+pub async fn start(cognito: Arc<Cognito>, tenant: Arc<Tenant>) -> Result<BulkStatus, BulkError> {
     let config = tenant
         .cognito_streams
         .clone()
         .filter(|c| c.enabled)
         .ok_or(BulkError::NotConfigured)?;
     let now = now_ms();
-    let started = {
-        let mut runs = cognito.bulk.0.lock().unwrap_or_else(|e| e.into_inner());
-        let status = runs.entry(tenant.name.clone()).or_default();
-        if status.bulk_publish_status == "IN_PROGRESS" {
-            return Err(BulkError::InProgress);
-        }
-        if let Some(last) = status.last_success {
-            let next = last + config.bulk_publish_interval.as_millis() as u64;
-            if now < next {
-                return Err(BulkError::TooSoon { last, next });
-            }
-        }
-        *status = BulkStatus {
-            bulk_publish_status: "IN_PROGRESS",
-            bulk_publish_start_time: Some(now),
-            last_success: status.last_success,
-            ..BulkStatus::default()
-        };
-        status.clone()
+    let interval = config.bulk_publish_interval.as_millis() as u64;
+    let run = run_id();
+    let claim = {
+        let run = run.clone();
+        Box::new(move |current: &BulkRecord| begin(current, now, interval, &run).ok())
     };
-    tokio::spawn(async move {
-        let result = run(&cognito, &tenant, &config.stream, config.inline_limit_bytes).await;
-        cognito.bulk.update(&tenant.name, |status| {
-            let end = now_ms();
-            status.bulk_publish_complete_time = Some(end);
-            match result {
-                Ok(()) => {
-                    status.bulk_publish_status = "SUCCEEDED";
-                    status.last_success = Some(end);
-                }
-                Err(e) => {
-                    status.bulk_publish_status = "FAILED";
-                    status.failure_message = Some(e);
-                }
-            }
-        });
-    });
-    Ok(started)
+    let (record, began) = cognito
+        .streams
+        .engine
+        .bulk_publish(&tenant.name, claim)
+        .await?;
+    if !began {
+        // Why the engine's record refused it (the same rule, same time).
+        return Err(begin(&record, now, interval, &run)
+            .err()
+            .unwrap_or(BulkError::InProgress));
+    }
+    tracing::info!(tenant = %tenant.name, %run, "bulk publish started");
+    tokio::spawn(drive(cognito, tenant, config, run));
+    Ok(record.status(now))
 }
 
-async fn run(cognito: &Cognito, tenant: &Tenant, stream: &str, limit: usize) -> Result<(), String> {
+/// Runs a claimed bulk publish, renewing its claim meanwhile, and writes
+/// how it ended.
+async fn drive(cognito: Arc<Cognito>, tenant: Arc<Tenant>, config: CognitoStreams, run: String) {
+    let engine = cognito.streams.engine.clone();
+    let progress = Arc::new(Progress::default());
+    let mut work = Box::pin(publish_all(&cognito, &tenant, &config, &progress));
+    let mut renewed = Instant::now();
+    let mut ticks = tokio::time::interval(RENEW_CLAIM);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            done = &mut work => break done,
+            _ = ticks.tick() => {
+                let (ours, done) = (run.clone(), progress.get());
+                let change = Box::new(move |c: &BulkRecord| renew(c, &ours, now_ms(), done));
+                match engine.bulk_publish(&tenant.name, change).await {
+                    Ok((_, true)) => renewed = Instant::now(),
+                    Ok((_, false)) => break Err(lapsed_message()),
+                    Err(error) if renewed.elapsed() < BULK_CLAIM_TTL => {
+                        tracing::warn!(tenant = %tenant.name, %error, "renewing the bulk publish's claim failed; trying again");
+                    }
+                    Err(error) => break Err(format!("its claim could not be renewed: {error}")),
+                }
+            }
+        }
+    };
+    // Stop publishing (a lapsed run must not go on) before writing the end.
+    drop(work);
+    for _ in 0..5 {
+        let (ours, done, outcome) = (run.clone(), progress.get(), outcome.clone());
+        let change = Box::new(move |c: &BulkRecord| finish(c, &ours, now_ms(), done, &outcome));
+        match engine.bulk_publish(&tenant.name, change).await {
+            Ok((record, _)) => {
+                tracing::info!(tenant = %tenant.name, %run, status = record.state.as_str(), records = done.1, "bulk publish ended");
+                return;
+            }
+            Err(error) => {
+                // Left IN_PROGRESS, it lapses to FAILED after its TTL.
+                tracing::warn!(tenant = %tenant.name, %error, "writing the bulk publish's end failed");
+                tokio::time::sleep(RENEW_CLAIM).await;
+            }
+        }
+    }
+}
+
+async fn publish_all(
+    cognito: &Cognito,
+    tenant: &Tenant,
+    config: &CognitoStreams,
+    progress: &Progress,
+) -> Result<(), String> {
     let engine = &cognito.streams.engine;
-    let id = StreamId::new(&tenant.name, stream);
+    let id = StreamId::new(&tenant.name, &config.stream);
     let datasets = engine
         .datasets(&tenant.name)
         .await
@@ -155,16 +367,13 @@ async fn run(cognito: &Cognito, tenant: &Tenant, stream: &str, limit: usize) -> 
             last_modified_date: state.last_modified_date,
             changed: Vec::new(),
         };
-        let records = split(&applied, &keys, limit);
-        cognito
-            .bulk
-            .update(&tenant.name, |s| s.datasets_published += 1);
-        batch.extend(records);
+        batch.extend(split(&applied, &keys, config.inline_limit_bytes));
+        progress.datasets.fetch_add(1, Ordering::Relaxed);
         if batch.len() >= BATCH {
-            publish(cognito, tenant, &id, std::mem::take(&mut batch)).await?;
+            publish(cognito, tenant, &id, std::mem::take(&mut batch), progress).await?;
         }
     }
-    publish(cognito, tenant, &id, batch).await
+    publish(cognito, tenant, &id, batch, progress).await
 }
 
 /// A dataset's records in as few inline records as fit `limit` each.
@@ -193,87 +402,85 @@ fn inline(applied: &Applied, keys: &[KeyState]) -> NewRecord {
     build_record(applied, keys, usize::MAX, |_| String::new()).record
 }
 
+/// Appends `records`, at most the tenant's stream rate a second.
 async fn publish(
     cognito: &Cognito,
     tenant: &Tenant,
     id: &StreamId,
     records: Vec<NewRecord>,
+    progress: &Progress,
 ) -> Result<(), String> {
-    if records.is_empty() {
-        return Ok(());
+    let rate = tenant.quotas.stream_records_per_second.max(1);
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let part: Vec<NewRecord> = records.by_ref().take(BATCH.min(rate as usize)).collect();
+        let n = part.len();
+        while !cognito.streams.take_rate(&tenant.name, n, rate) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cognito
+            .streams
+            .engine
+            .append(
+                id,
+                StreamKind::Kinesis,
+                part,
+                tenant.quotas.stream_stored_bytes,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        cognito.streams.waker(id).notify_waiters();
+        progress.records.fetch_add(n as u64, Ordering::Relaxed);
     }
-    let n = records.len() as u64;
-    cognito
-        .streams
-        .engine
-        .append(
-            id,
-            StreamKind::Kinesis,
-            records,
-            tenant.quotas.stream_stored_bytes,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    cognito.streams.waker(id).notify_waiters();
-    cognito
-        .bulk
-        .update(&tenant.name, |s| s.records_published += n);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cognito::CognitoStreams;
-    use crate::streams::embedded::EmbeddedEngine;
-    use crate::streams::Streams;
-    use std::time::Duration;
 
-    fn tenant(config: Option<CognitoStreams>) -> Arc<Tenant> {
-        let mut tenant = Tenant::default();
-        tenant.name = "t".into();
-        tenant.cognito_streams = config;
-        Arc::new(tenant)
-    }
-
-    #[tokio::test]
-    async fn one_at_a_time_and_one_success_a_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(EmbeddedEngine::open(dir.path()).unwrap());
-        let cognito = Arc::new(Cognito::new(Arc::new(Streams::new(engine)), "http://h"));
-        let config = CognitoStreams {
-            stream: "cognito".into(),
-            enabled: true,
-            inline_limit_bytes: 1000,
-            payload_url_ttl: Duration::from_secs(1),
-            bulk_publish_interval: Duration::from_secs(3600),
-        };
+    #[test]
+    fn one_at_a_time_and_one_success_a_window() {
+        let hour = 3_600_000;
+        let none = BulkRecord::default();
+        let a = begin(&none, 1_000, hour, "a").unwrap();
+        assert_eq!(a.state, BulkState::InProgress);
+        assert_eq!(a.status(1_000).bulk_publish_status, "IN_PROGRESS");
+        // Another run is refused while a's claim is live...
         assert!(matches!(
-            start(cognito.clone(), tenant(None)),
-            Err(BulkError::NotConfigured)
-        ));
-        cognito
-            .bulk
-            .update("t", |s| s.bulk_publish_status = "IN_PROGRESS");
-        assert!(matches!(
-            start(cognito.clone(), tenant(Some(config.clone()))),
+            begin(&a, 2_000, hour, "b"),
             Err(BulkError::InProgress)
         ));
-        cognito.bulk.update("t", |s| {
-            s.bulk_publish_status = "SUCCEEDED";
-            s.last_success = Some(now_ms());
-        });
+        // ... and renewals keep it live, with the progress.
+        let a = renew(&a, "a", 9_000, (2, 3)).unwrap();
+        assert!(renew(&a, "b", 9_000, (0, 0)).is_none());
         assert!(matches!(
-            start(cognito.clone(), tenant(Some(config.clone()))),
+            begin(&a, 15_000, hour, "b"),
+            Err(BulkError::InProgress)
+        ));
+        let done = finish(&a, "a", 10_000, (4, 5), &Ok(())).unwrap();
+        assert_eq!(done.state, BulkState::Succeeded);
+        assert_eq!((done.datasets_published, done.records_published), (4, 5));
+        // A success closes the window...
+        assert!(matches!(
+            begin(&done, 10_000 + hour - 1, hour, "c"),
             Err(BulkError::TooSoon { .. })
         ));
-        // Past the window (here: none), it starts.
-        let no_window = CognitoStreams {
-            bulk_publish_interval: Duration::ZERO,
-            ..config
-        };
-        let started = start(cognito.clone(), tenant(Some(no_window))).unwrap();
-        assert_eq!(started.bulk_publish_status, "IN_PROGRESS");
+        // ... until it ends.
+        let c = begin(&done, 10_000 + hour, hour, "c").unwrap();
+        assert_eq!(c.last_success_ms, Some(10_000));
+        // A run whose claim lapsed counts as FAILED: another may start,
+        // and the lapsed one can neither renew nor succeed.
+        let late = 10_000 + hour + BULK_CLAIM_TTL.as_millis() as u64;
+        assert!(c.lapsed(late));
+        let shown = c.status(late);
+        assert_eq!(shown.bulk_publish_status, "FAILED");
+        assert!(shown.failure_message.unwrap().contains("claim"));
+        assert!(renew(&c, "c", late, (0, 0)).is_none());
+        let failed = finish(&c, "c", late, (0, 0), &Ok(())).unwrap();
+        assert_eq!(failed.state, BulkState::Failed);
+        let d = begin(&c, late, hour, "d").unwrap();
+        assert!(finish(&d, "c", late, (0, 0), &Ok(())).is_none());
     }
 
     #[test]

@@ -45,7 +45,6 @@ pub struct Cognito {
     /// payload URLs start with it.
     pub public_url: String,
     key: tokio::sync::OnceCell<Vec<u8>>,
-    pub(crate) bulk: bulk::BulkRuns,
 }
 
 impl Cognito {
@@ -54,8 +53,23 @@ impl Cognito {
             streams,
             public_url: public_url.trim_end_matches('/').to_owned(),
             key: tokio::sync::OnceCell::new(),
-            bulk: bulk::BulkRuns::default(),
         }
+    }
+
+    /// Publishes, in the background, the records syncs left in an outbox
+    /// (a host died between keeping a sync and publishing its record; see
+    /// `Engine::sweep_outboxes`). `serve` calls it once at start-up.
+    pub fn sweep_outboxes(&self) {
+        let engine = self.streams.engine.clone();
+        tokio::spawn(async move {
+            match engine.sweep_outboxes().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "sync records left in outboxes published"),
+                Err(error) => {
+                    tracing::error!(%error, "publishing the records left in outboxes failed")
+                }
+            }
+        });
     }
 
     async fn url_key(&self) -> Result<&[u8], EngineError> {

@@ -14,6 +14,8 @@
 //! | `tenant_bytes` | tenant | bytes stored |
 //! | `datasets` | the dataset's key (`cognito::state::DatasetId::key`) | its state as JSON |
 //! | `sync_payloads` | `tenant/payload` | the full records of an oversized sync record |
+//! | `sync_payload_times` | (tenant, ms of the sync, payload) | nothing: which payloads [`Engine::trim`] deletes once [`SYNC_PAYLOAD_AGE`] old |
+//! | `bulk_publish` | tenant | its bulk publish record (`cognito::bulk::BulkRecord`) as JSON |
 //! | `secrets` | name | bytes |
 //!
 //! A sync's state change and its stream record are written by one write
@@ -23,10 +25,11 @@
 //! every operation runs on a blocking thread, off the async workers.
 
 use super::engine::{
-    random_secret, shard_of, Appended, Engine, EngineError, EngineFuture, Lane, NewRecord,
-    Received, StoredRecord, StreamInfo, SyncWrite,
+    random_secret, shard_of, Appended, BulkChange, Engine, EngineError, EngineFuture, Lane,
+    NewRecord, Received, StoredRecord, StreamInfo, SyncWrite, SYNC_PAYLOAD_AGE,
 };
 use super::{now_ms, StreamId, StreamKind};
+use crate::cognito::bulk::BulkRecord;
 use crate::cognito::state::{self, Applied, DatasetId, DatasetState};
 use redb::WriteTransaction;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -44,6 +47,9 @@ const TENANT_BYTES: TableDefinition<&str, u64> = TableDefinition::new("tenant_by
 const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
 const SYNC_PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_payloads");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+const SYNC_PAYLOAD_TIMES: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("sync_payload_times");
+const BULK_PUBLISH: TableDefinition<&str, &[u8]> = TableDefinition::new("bulk_publish");
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "streams.redb";
@@ -82,6 +88,8 @@ impl EmbeddedEngine {
         txn.open_table(DATASETS).map_err(store)?;
         txn.open_table(SYNC_PAYLOADS).map_err(store)?;
         txn.open_table(SECRETS).map_err(store)?;
+        txn.open_table(SYNC_PAYLOAD_TIMES).map_err(store)?;
+        txn.open_table(BULK_PUBLISH).map_err(store)?;
         txn.commit().map_err(store)?;
         Ok(EmbeddedEngine { db: Arc::new(db) })
     }
@@ -180,6 +188,31 @@ fn append_in(
         appended
     };
     Ok(appended)
+}
+
+/// Deletes the tenant's sync payloads stored by syncs before
+/// `before_ms`; returns how many.
+fn trim_payloads(txn: &WriteTransaction, tenant: &str, before_ms: u64) -> Result<u64, EngineError> {
+    let mut times = txn.open_table(SYNC_PAYLOAD_TIMES).map_err(store)?;
+    let mut old = Vec::new();
+    for entry in times
+        .range((tenant, 0, "")..(tenant, before_ms, ""))
+        .map_err(store)?
+    {
+        let (k, _) = entry.map_err(store)?;
+        let (_, at, payload) = k.value();
+        old.push((at, payload.to_owned()));
+    }
+    let mut payloads = txn.open_table(SYNC_PAYLOADS).map_err(store)?;
+    for (at, payload) in &old {
+        times
+            .remove((tenant, *at, payload.as_str()))
+            .map_err(store)?;
+        payloads
+            .remove(format!("{tenant}/{payload}").as_str())
+            .map_err(store)?;
+    }
+    Ok(old.len() as u64)
 }
 
 fn checkpoint_key(lane: &Lane) -> String {
@@ -453,7 +486,10 @@ impl Engine for EmbeddedEngine {
                         }
                     }
                 }
-                if removed == 0 {
+                // Payloads no URL can be valid for any more.
+                let payloads_old = now_ms().saturating_sub(SYNC_PAYLOAD_AGE.as_millis() as u64);
+                let expired = trim_payloads(&txn, &tenant, payloads_old)?;
+                if removed == 0 && expired == 0 {
                     // Nothing to trim: dropping the transaction aborts it,
                     // with no write to disk.
                     return Ok(0);
@@ -511,6 +547,13 @@ impl Engine for EmbeddedEngine {
                         let k = format!("{}/{payload}", publish.stream.tenant);
                         let v = serde_json::to_vec(&records).map_err(store)?;
                         payloads.insert(k.as_str(), v.as_slice()).map_err(store)?;
+                        let mut times = txn.open_table(SYNC_PAYLOAD_TIMES).map_err(store)?;
+                        let at = (
+                            publish.stream.tenant.as_str(),
+                            sync.now_ms,
+                            payload.as_str(),
+                        );
+                        times.insert(at, ()).map_err(store)?;
                     }
                     append_in(
                         &txn,
@@ -556,6 +599,37 @@ impl Engine for EmbeddedEngine {
         })
     }
 
+    fn bulk_publish(
+        &self,
+        tenant: &str,
+        change: BulkChange,
+    ) -> EngineFuture<'_, (BulkRecord, bool)> {
+        let tenant = tenant.to_owned();
+        self.blocking(move |db| {
+            // A write transaction even to read: decided and written under
+            // redb's one writer, so no other change comes in between.
+            let txn = db.begin_write().map_err(store)?;
+            let changed = {
+                let mut table = txn.open_table(BULK_PUBLISH).map_err(store)?;
+                let current: BulkRecord = match table.get(tenant.as_str()).map_err(store)? {
+                    Some(v) => serde_json::from_slice(v.value()).map_err(store)?,
+                    None => BulkRecord::default(),
+                };
+                let Some(new) = change(&current) else {
+                    // Dropping the transaction aborts it: no write.
+                    return Ok((current, false));
+                };
+                let bytes = serde_json::to_vec(&new).map_err(store)?;
+                table
+                    .insert(tenant.as_str(), bytes.as_slice())
+                    .map_err(store)?;
+                new
+            };
+            txn.commit().map_err(store)?;
+            Ok((changed, true))
+        })
+    }
+
     fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>> {
         let key = format!("{tenant}/{payload}");
         self.blocking(move |db| {
@@ -592,5 +666,65 @@ impl Engine for EmbeddedEngine {
             txn.commit().map_err(store)?;
             Ok(secret)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cognito::state::Update;
+    use crate::streams::engine::SyncPublish;
+
+    fn oversized_sync(identity: &str, at_ms: u64) -> SyncWrite {
+        SyncWrite {
+            dataset: DatasetId {
+                tenant: "t".into(),
+                pool: "p".into(),
+                identity: identity.into(),
+                dataset: "d".into(),
+            },
+            updates: vec![Update {
+                key: "k".into(),
+                value: Some("v".into()),
+                device_last_modified: None,
+            }],
+            now_ms: at_ms,
+            publish: Some(SyncPublish {
+                stream: StreamId::new("t", "cognito"),
+                max_tenant_bytes: u64::MAX,
+                // A limit of 1 byte: every record is behind a payload URL.
+                build: Arc::new(|applied: &Applied| {
+                    crate::cognito::build_record(applied, &applied.changed, 1, |id| id.into())
+                }),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn payloads_are_trimmed_once_no_url_can_be_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = EmbeddedEngine::open(dir.path()).unwrap();
+        let now = now_ms();
+        let old = now - SYNC_PAYLOAD_AGE.as_millis() as u64 - 1000;
+        let mut ids = Vec::new();
+        for (identity, at) in [("old", old), ("new", now)] {
+            let applied = engine
+                .apply_sync(oversized_sync(identity, at))
+                .await
+                .unwrap()
+                .unwrap();
+            ids.push(crate::cognito::payload_id(&applied.dataset, 1));
+        }
+        for id in &ids {
+            assert!(engine.sync_payload("t", id).await.unwrap().is_some());
+        }
+        // Retention of records is not the payloads' lifetime: a trim that
+        // deletes no record still deletes the old payload.
+        assert_eq!(engine.trim("t", 0).await.unwrap(), 0);
+        assert!(engine.sync_payload("t", &ids[0]).await.unwrap().is_none());
+        assert!(engine.sync_payload("t", &ids[1]).await.unwrap().is_some());
+        // Another tenant's trim leaves this one's alone.
+        assert_eq!(engine.trim("u", 0).await.unwrap(), 0);
+        assert!(engine.sync_payload("t", &ids[1]).await.unwrap().is_some());
     }
 }

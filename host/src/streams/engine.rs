@@ -19,6 +19,7 @@
 //!   readable in the stream until retention trims it.
 
 use super::{StreamId, StreamKind};
+use crate::cognito::bulk::BulkRecord;
 use crate::cognito::state::{Applied, DatasetId, DatasetState, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,6 +96,17 @@ pub struct BuiltRecord {
     /// (payload id, full records).
     pub payload: Option<(String, Value)>,
 }
+
+/// A change to a tenant's bulk-publish record, decided on the record as
+/// stored (None: leave it). The engine may call it more than once (NATS:
+/// a lost compare-and-set decides again on the newer record).
+pub type BulkChange = Box<dyn Fn(&BulkRecord) -> Option<BulkRecord> + Send + Sync>;
+
+/// How long the full records of an oversized sync record are kept, on
+/// both engines: the longest `payload-url-secs`, so no URL outlives its
+/// payload and no payload outlives every URL that could be valid.
+pub const SYNC_PAYLOAD_AGE: Duration =
+    Duration::from_secs(super::cognito_streams::MAX_PAYLOAD_URL_SECS);
 
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +289,27 @@ pub trait Engine: Send + Sync + 'static {
     /// Every dataset of a tenant (bulk publish).
     fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>>;
 
-    /// The full records of an oversized sync record, by payload id.
+    /// Publishes the records syncs left in an outbox (a host died between
+    /// writing a dataset and publishing its record); returns how many.
+    /// `serve` runs it once at start-up. The embedded engine has none: one
+    /// transaction writes both.
+    fn sweep_outboxes(&self) -> EngineFuture<'_, u64> {
+        Box::pin(async { Ok(0) })
+    }
+
+    /// The tenant's bulk-publish record ([`BulkRecord::default`] if none),
+    /// changed by `change` in one atomic step (redb: one write
+    /// transaction; NATS: compare-and-set on the key's revision), so that
+    /// every host and every restart sees one record per tenant. Returns
+    /// the record as it now stands and whether `change` wrote it.
+    fn bulk_publish(
+        &self,
+        tenant: &str,
+        change: BulkChange,
+    ) -> EngineFuture<'_, (BulkRecord, bool)>;
+
+    /// The full records of an oversized sync record, by payload id, for
+    /// [`SYNC_PAYLOAD_AGE`] after the sync (later: None, trimmed).
     fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>>;
 
     /// A secret shared by every host of the engine (32 random bytes made

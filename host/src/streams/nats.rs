@@ -9,7 +9,8 @@
 //! | which host runs a lane | the key-value bucket `TF_LEASES`, same keys: the holder and when its lease ends, taken and renewed by compare-and-set on the key's revision |
 //! | which hosts are alive | `TF_LEASES`, key `hosts.<host>`: when its heartbeat ends |
 //! | dataset state (Cognito Streams) | the bucket `TF_DATASETS`, key `<tenant>.<pool>.<identity>.<dataset>`: the dataset as JSON, with its outbox; secrets under `_secrets.<name>` |
-//! | full records of an oversized sync record | the bucket `TF_SYNC_PAYLOADS` (messages kept 24 hours), key `<tenant>.<payload>` |
+//! | bulk publish status (Cognito Streams) | `TF_DATASETS`, key `_bulk-publish.<tenant>`: the tenant's `cognito::bulk::BulkRecord` as JSON, changed by compare-and-set on the key's revision |
+//! | full records of an oversized sync record | the bucket `TF_SYNC_PAYLOADS` (messages kept 24 hours, [`SYNC_PAYLOAD_AGE`]), key `<tenant>.<payload>` |
 //!
 //! A sync is applied by compare-and-set on its dataset's revision, so two
 //! hosts never hand out the same sync count: the loser reads the new
@@ -18,9 +19,11 @@
 //! the JetStream message id `<dataset>/<syncCount>` (duplicates within
 //! the stream's 2-minute window are dropped) and clears the outbox by
 //! another compare-and-set. A host that dies between the two leaves the
-//! record in the outbox: the next sync of the dataset (on any host), or a
-//! read of it, publishes it first. Until then the record is late, never
-//! lost; after the window it may be published twice (at least once).
+//! record in the outbox: the next sync of the dataset (on any host), a
+//! read of it, or the sweep every host runs when it starts
+//! ([`Engine::sweep_outboxes`]) publishes it, whichever comes first.
+//! Until then the record is late, never lost; after the window it may be
+//! published twice (at least once).
 //!
 //! Lanes are shared fairly: a host takes a free lane only while it holds
 //! fewer than its share (the lanes it knows of divided by the hosts alive,
@@ -44,10 +47,11 @@
 //! the last acknowledged records unless the server runs in a cluster.
 
 use super::engine::{
-    random_secret, shard_of, Appended, Engine, EngineError, EngineFuture, Lane, NewRecord,
-    Received, StoredRecord, StreamInfo, SyncWrite,
+    random_secret, shard_of, Appended, BulkChange, Engine, EngineError, EngineFuture, Lane,
+    NewRecord, Received, StoredRecord, StreamInfo, SyncWrite,
 };
 use super::{now_ms, StreamId, StreamKind};
+use crate::cognito::bulk::BulkRecord;
 use crate::cognito::state::{self, Applied, DatasetId, DatasetState};
 use async_nats::jetstream::{self, consumer, kv, stream, AckKind};
 use futures_util::StreamExt;
@@ -61,8 +65,9 @@ const CHECKPOINTS: &str = "TF_CHECKPOINTS";
 const LEASES: &str = "TF_LEASES";
 const DATASETS: &str = "TF_DATASETS";
 const SYNC_PAYLOADS: &str = "TF_SYNC_PAYLOADS";
-/// How long the full records of an oversized sync record are kept.
-pub const SYNC_PAYLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The key prefix, in `TF_DATASETS`, of each tenant's bulk publish record.
+const BULK_PREFIX: &str = "_bulk-publish";
+pub use super::engine::SYNC_PAYLOAD_AGE;
 /// Compare-and-set attempts on one dataset before a sync gives up.
 const CAS_ATTEMPTS: usize = 64;
 /// The queue consumer every host shares.
@@ -315,14 +320,38 @@ impl NatsEngine {
     }
 
     /// Publishes what the dataset's outbox holds and clears it (if no
-    /// other host wrote the dataset meanwhile: then that host did).
-    async fn flush_outbox(&self, key: &str) -> Result<(), EngineError> {
+    /// other host wrote the dataset meanwhile: then that host did); true
+    /// if it held a record.
+    async fn flush_outbox(&self, key: &str) -> Result<bool, EngineError> {
         let (mut state, revision) = self.dataset_entry(key).await?;
-        if let Some(pending) = state.pending.take() {
-            self.publish_pending(&pending).await?;
-            self.write_dataset(key, &state, revision).await?;
+        let Some(pending) = state.pending.take() else {
+            return Ok(false);
+        };
+        self.publish_pending(&pending).await?;
+        self.write_dataset(key, &state, revision).await?;
+        Ok(true)
+    }
+
+    /// The keys of the `TF_DATASETS` bucket under `filter` (a subject
+    /// wildcard after the bucket's prefix): two or three requests, where
+    /// listing the bucket's keys reads every value.
+    async fn dataset_keys(&self, filter: &str) -> Result<Vec<String>, EngineError> {
+        let bucket = self
+            .js
+            .get_stream(format!("KV_{DATASETS}"))
+            .await
+            .map_err(store)?;
+        let prefix = format!("$KV.{DATASETS}.");
+        let mut subjects = bucket
+            .info_with_subjects(format!("{prefix}{filter}"))
+            .await
+            .map_err(store)?;
+        let mut keys = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let subject = subject.map_err(store)?.0;
+            keys.extend(subject.strip_prefix(&prefix).map(str::to_owned));
         }
-        Ok(())
+        Ok(keys)
     }
 
     /// The JetStream stream of `id`, if it exists.
@@ -999,19 +1028,9 @@ impl Engine for NatsEngine {
     fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
         let tenant = tenant.to_owned();
         Box::pin(async move {
-            let bucket = self
-                .js
-                .get_stream(format!("KV_{DATASETS}"))
-                .await
-                .map_err(store)?;
-            let mut subjects = bucket
-                .info_with_subjects(format!("$KV.{DATASETS}.{}.>", token(&tenant)))
-                .await
-                .map_err(store)?;
             let mut found = Vec::new();
-            while let Some(subject) = subjects.next().await {
-                let subject = subject.map_err(store)?.0;
-                let parts: Vec<&str> = subject.split('.').skip(3).collect();
+            for key in self.dataset_keys(&format!("{}.>", token(&tenant))).await? {
+                let parts: Vec<&str> = key.split('.').skip(1).collect();
                 if let [pool, identity, dataset] = parts[..] {
                     if let (Some(pool), Some(identity), Some(dataset)) =
                         (untoken(pool), untoken(identity), untoken(dataset))
@@ -1027,6 +1046,69 @@ impl Engine for NatsEngine {
             }
             found.sort();
             Ok(found)
+        })
+    }
+
+    fn sweep_outboxes(&self) -> EngineFuture<'_, u64> {
+        Box::pin(async move {
+            // Datasets are the keys of four tokens; secrets and bulk
+            // publish records start with `_`, which no token does.
+            let keys = self.dataset_keys(">").await?;
+            let mut published = 0;
+            for key in keys {
+                if key.starts_with('_') || key.split('.').count() != 4 {
+                    continue;
+                }
+                match self.flush_outbox(&key).await {
+                    Ok(true) => published += 1,
+                    Ok(false) => {}
+                    // One dataset's failure (a tenant over its quota) does
+                    // not stop the others'; its next touch tries again.
+                    Err(error) => {
+                        tracing::warn!(dataset = %key, %error, "publishing a record left in an outbox failed")
+                    }
+                }
+            }
+            Ok(published)
+        })
+    }
+
+    fn bulk_publish(
+        &self,
+        tenant: &str,
+        change: BulkChange,
+    ) -> EngineFuture<'_, (BulkRecord, bool)> {
+        let key = format!("{BULK_PREFIX}.{}", token(tenant));
+        Box::pin(async move {
+            for _ in 0..CAS_ATTEMPTS {
+                let (current, revision) = match self.datasets.entry(&key).await.map_err(store)? {
+                    Some(entry) if entry.operation == kv::Operation::Put => (
+                        serde_json::from_slice(&entry.value).map_err(store)?,
+                        entry.revision,
+                    ),
+                    Some(entry) => (BulkRecord::default(), entry.revision),
+                    None => (BulkRecord::default(), 0),
+                };
+                let Some(new) = change(&current) else {
+                    return Ok((current, false));
+                };
+                let bytes = serde_json::to_vec(&new).map_err(store)?;
+                let written = if revision == 0 {
+                    self.datasets.create(&key, bytes.into()).await.is_ok()
+                } else {
+                    self.datasets
+                        .update(&key, bytes.into(), revision)
+                        .await
+                        .is_ok()
+                };
+                if written {
+                    return Ok((new, true));
+                }
+                // Another host changed it first: decide again on its record.
+            }
+            Err(store(format!(
+                "{CAS_ATTEMPTS} changes of the bulk publish record {key} lost the race in a row; try again"
+            )))
         })
     }
 

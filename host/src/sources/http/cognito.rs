@@ -5,7 +5,8 @@
 //!   (`?identityPoolId=` names the pool; without it, the one pool that
 //!   has this identity's dataset, or 400 if several do);
 //! - `POST /v1/tenants/{tenant}/bulk-publish` starts a bulk publish (202),
-//!   `GET` tells its status (Cognito's GetBulkPublishDetails);
+//!   `GET` tells its status (Cognito's GetBulkPublishDetails), as the
+//!   engine keeps it for every host;
 //! - `GET /v1/tenants/{tenant}/sync-payloads/{payload}?expires=&signature=`:
 //!   the full records of an oversized sync record, without credentials
 //!   but only with the HMAC signature the record's URL carries, until it
@@ -153,7 +154,7 @@ pub(super) async fn start_bulk_publish(
             let cognito = enabled(&api)?;
             let tenant =
                 authorized_tenant(&api, &tenant, &headers).map_err(IntoResponse::into_response)?;
-            match bulk::start(cognito, tenant) {
+            match bulk::start(cognito, tenant).await {
                 Ok(status) => Ok((StatusCode::ACCEPTED, Json(status)).into_response()),
                 Err(e @ BulkError::NotConfigured) => Err(error(
                     StatusCode::BAD_REQUEST,
@@ -170,6 +171,7 @@ pub(super) async fn start_bulk_publish(
                     "bulk-publish-too-soon",
                     e.to_string(),
                 )),
+                Err(BulkError::Store(e)) => Err(store_error(e)),
             }
         }
         .await,
@@ -186,7 +188,10 @@ pub(super) async fn bulk_publish_status(
             let cognito = enabled(&api)?;
             let tenant =
                 authorized_tenant(&api, &tenant, &headers).map_err(IntoResponse::into_response)?;
-            Ok(Json(cognito.bulk.status(&tenant.name)).into_response())
+            let status = bulk::status(&cognito, &tenant.name)
+                .await
+                .map_err(store_error)?;
+            Ok(Json(status).into_response())
         }
         .await,
     )

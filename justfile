@@ -9,6 +9,17 @@ run listen="127.0.0.1:8080":
 build-plugins:
     cargo xtask build-plugins
 
+# Three hosts, one nats-server and HAProxy on loopback (clients on 8080),
+# the demo tenant served by all; Ctrl-C drains and stops them
+# (needs nats-server and haproxy: apt-get install -y nats-server haproxy).
+cluster:
+    deploy/cluster.sh
+
+# Rolling restart, one host of `just cluster` (1-3): SIGTERM, drained,
+# started again; HAProxy sends its requests elsewhere meanwhile.
+cluster-restart host:
+    deploy/cluster.sh restart {{host}}
+
 # Run the whole test suite, as CI does.
 test:
     cargo test

@@ -287,7 +287,7 @@ fn calls() -> anyhow::Result<String> {
 
 /// A component with a custom section appended: the same plugin with other
 /// bytes, as a new build would be.
-fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
+pub(crate) fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
@@ -327,7 +327,7 @@ fn reload(swaps: usize) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/tenants/live/events", listener.local_addr()?);
         let server_host = host.clone();
-        tokio::spawn(async move { axum::serve(listener, triggerfish::sources::http::router(triggerfish::sources::http::Api { tenants: server_host, dispatcher: Arc::new(Dispatcher::new()), streams: None, admin: None })).await });
+        tokio::spawn(async move { axum::serve(listener, triggerfish::sources::http::router(triggerfish::sources::http::Api { tenants: server_host, dispatcher: Arc::new(Dispatcher::new()), streams: None, admin: None, health: Default::default() })).await });
 
         let stop = Arc::new(AtomicBool::new(false));
         let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -665,7 +665,7 @@ pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A wrk script that posts the benchmark event.
-fn post_script(dir: &PluginsDir) -> anyhow::Result<PathBuf> {
+pub(crate) fn post_script(dir: &PluginsDir) -> anyhow::Result<PathBuf> {
     let script = dir.path().join("post.lua");
     std::fs::write(
         &script,
@@ -780,6 +780,8 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         ("memory", Box::new(|| memory(1000))),
         ("http", Box::new(move || crate::http::http(seconds))),
         ("sync", Box::new(crate::sync::section)),
+        ("hosts", Box::new(move || crate::hosts::hosts(seconds))),
+        ("spread", Box::new(crate::spread::spread)),
     ];
     if let Some(only) = &only {
         for name in only {

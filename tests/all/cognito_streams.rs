@@ -42,6 +42,7 @@ impl Host {
             dispatcher: Arc::new(Dispatcher::new().with_cognito(cognito)),
             streams: Some(streams),
             admin: None,
+            health: Default::default(),
         };
         let task = tokio::spawn(async move {
             serve(

@@ -113,6 +113,7 @@ impl Server {
             dispatcher: Arc::new(Dispatcher::new()),
             streams: None,
             admin: None,
+            health: Default::default(),
         };
         Server::serve(api, limits)
     }
@@ -319,10 +320,30 @@ impl ServeProcess {
         args: &[&str],
         rust_log: &str,
     ) -> ServeProcess {
+        ServeProcess::launch(plugins_dir, "127.0.0.1:0", args, rust_log)
+    }
+
+    /// [`ServeProcess::start`] listening on `listen`: a host restarted
+    /// where a load balancer expects it.
+    pub fn start_at(
+        plugins_dir: &std::path::Path,
+        listen: std::net::SocketAddr,
+        args: &[&str],
+    ) -> ServeProcess {
+        let log = "info,cranelift=warn,wasmtime=warn";
+        ServeProcess::launch(plugins_dir, &listen.to_string(), args, log)
+    }
+
+    fn launch(
+        plugins_dir: &std::path::Path,
+        listen: &str,
+        args: &[&str],
+        rust_log: &str,
+    ) -> ServeProcess {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         let mut child = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--plugins-dir"])
+            .args(["serve", "--listen", listen, "--plugins-dir"])
             .arg(plugins_dir)
             .args(args)
             .env("RUST_LOG", rust_log)

@@ -421,8 +421,9 @@ async fn healthz_says_starting_until_every_tenant_is_loaded() {
     };
     let (status, body) = health().await;
     assert_eq!((status, body["status"].as_str()), (503, Some("starting")));
+    assert_eq!(body["reason"], "loading the tenants");
     tenants.load_all().await.unwrap();
     let (status, body) = health().await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
     assert_eq!(body["tenants"], 1);
 }

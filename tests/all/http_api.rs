@@ -60,7 +60,7 @@ async fn events_get_the_chain_answer_or_a_denial() {
         .json()
         .await
         .unwrap();
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health["status"], "ready");
 
     let event = pre_sign_up("jane@example.com");
     let (status, body) = post(&server, "/v1/tenants/open/events", event.to_string(), None).await;

@@ -60,6 +60,7 @@ async fn host_on(tenants: Arc<Tenants>) -> Host {
         dispatcher: dispatcher.clone(),
         streams: Some(streams.clone()),
         admin: None,
+        health: Default::default(),
     };
     let http_stop = stop.clone();
     tokio::spawn(async move {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use triggerfish::engine::{Runtime, RuntimeConfig};
 use triggerfish::plugin::compile::{self, Compiler, SubprocessCompiler, WorkerArgs};
 use triggerfish::plugin::PluginLoader;
+use triggerfish::sources::drain;
 use triggerfish::sources::http::server::ServerLimits;
 use triggerfish::tenant::operator::OperatorConfig;
 
@@ -49,6 +50,15 @@ pub(crate) enum Command {
         /// embedded engine.
         #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
         streams: Option<String>,
+        /// Take the tenants' plugins and tenant.toml files from the NATS
+        /// server of `--streams` instead of the plugins folder, so that
+        /// every host connected to it serves the same tenants: deploys
+        /// (and `triggerfish deploy --folder`) go there, and each host
+        /// follows the changes. The host mirrors them into
+        /// DIR/.triggerfish-shared (which it owns); the tenant folders in
+        /// DIR are not served.
+        #[arg(long, requires = "streams")]
+        shared_plugins: bool,
         /// The address consumers reach this host at, for the payload URLs
         /// of oversized Cognito Streams records [default: http://LISTEN].
         #[arg(long, value_name = "URL")]
@@ -66,6 +76,8 @@ pub(crate) enum Command {
         engine: EngineArgs,
         #[command(flatten)]
         http: HttpArgs,
+        #[command(flatten)]
+        drain: DrainArgs,
     },
     /// Run one event through a tenant's chain and print the resulting event.
     ///
@@ -90,7 +102,7 @@ pub(crate) enum Command {
         #[arg(value_name = "FILE.wasm")]
         file: PathBuf,
     },
-    /// Deploy a plugin (or a tenant.toml) to a running host over HTTP.
+    /// Deploy a plugin (or a tenant.toml, or a whole folder) to a running host over HTTP.
     ///
     /// The host checks the plugin as `check` does before it replaces
     /// anything, and answers once the new version serves. The key must be
@@ -112,9 +124,22 @@ pub(crate) enum Command {
         /// Remove the tenant's plugin of this name instead.
         #[arg(long, value_name = "NAME", group = "what", conflicts_with_all = ["file", "config"])]
         delete: Option<String>,
+        /// Upload a folder: with --tenant, DIR is that tenant's folder;
+        /// without, DIR is a plugins folder and each tenant folder in it is
+        /// uploaded. Each tenant's tenant.toml goes first, then its plugins
+        /// in name order; plugins the host has and the folder does not are
+        /// left. With an operator key, a host started with
+        /// --shared-plugins creates the tenants it does not have.
+        #[arg(long, value_name = "DIR", group = "what",
+              conflicts_with_all = ["file", "config", "delete"])]
+        folder: Option<PathBuf>,
+        /// Remove the tenant and all its files from every host (an
+        /// operator key; hosts started with --shared-plugins).
+        #[arg(long, group = "what", conflicts_with_all = ["file", "config", "delete", "folder"])]
+        remove_tenant: bool,
         /// The tenant to deploy to.
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "folder")]
+        tenant: Option<String>,
         /// The host: http://HOST:PORT.
         #[arg(long, value_name = "URL")]
         url: String,
@@ -247,6 +272,32 @@ impl HttpArgs {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             ..ServerLimits::default()
         }
+    }
+}
+
+/// How `serve` drains on SIGTERM or Ctrl-C (see `sources::drain`).
+#[derive(clap::Args)]
+pub(crate) struct DrainArgs {
+    /// On SIGTERM or Ctrl-C, how long (ms) to serve on while /healthz says
+    /// "draining" before the listener closes, so a load balancer stops
+    /// sending requests first: more than its check interval times the
+    /// failed checks it needs.
+    #[arg(long, value_name = "MS", default_value_t = millis(drain::DEFAULT_DRAIN_GRACE))]
+    pub(crate) drain_grace_ms: u64,
+    /// The most a whole drain may take (s): past it the host exits 1,
+    /// abandoning the requests and batches still in flight.
+    #[arg(long, value_name = "S", default_value_t = drain::DEFAULT_DRAIN_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) drain_timeout_s: u64,
+}
+
+impl DrainArgs {
+    pub(crate) fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.drain_grace_ms)
+    }
+
+    pub(crate) fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_timeout_s)
     }
 }
 

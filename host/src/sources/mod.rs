@@ -4,9 +4,12 @@
 //! - [`http`]: the HTTP API (the `/v1` routes and the Lambda Invoke route).
 //! - [`json`]: reading an event's JSON strictly, for every source.
 //! - [`streams`]: the consumers of the event source mappings.
+//! - [`drain`]: `/healthz`'s readiness, and stopping on SIGTERM without
+//!   failing a request.
 //!
 //! [`Dispatcher`]: crate::dispatch::Dispatcher
 
+pub mod drain;
 pub mod http;
 pub mod json;
 pub mod streams;

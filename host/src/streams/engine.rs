@@ -243,6 +243,22 @@ pub trait Engine: Send + Sync + 'static {
         self.claim(lane)
     }
 
+    /// Gives back every lane this host holds and ends its heartbeat, so
+    /// that other hosts take the lanes over at once rather than when the
+    /// leases run out; from then on this host claims nothing. Called by
+    /// the stream consumers once they have stopped (a draining host). One
+    /// host alone has nothing to give (the embedded engine).
+    fn leave(&self) -> EngineFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Whether the engine reaches its store now: always for the embedded
+    /// engine; for NATS, whether the client is connected (it reconnects by
+    /// itself). `/healthz` reads it.
+    fn connected(&self) -> bool {
+        true
+    }
+
     /// Receives up to `max` visible messages of a queue stream: each
     /// becomes invisible for `visibility` and its receive count grows.
     fn receive(

@@ -116,6 +116,8 @@ pub struct NatsEngine {
     /// Receives this host did not count (`release` with `uncount`), taken
     /// off JetStream's delivery count.
     uncounted: Mutex<HashMap<(String, u64), u32>>,
+    /// Set by [`Engine::leave`]: this host claims no lane any more.
+    left: std::sync::atomic::AtomicBool,
 }
 
 fn store<E: std::fmt::Display>(error: E) -> EngineError {
@@ -124,7 +126,7 @@ fn store<E: std::fmt::Display>(error: E) -> EngineError {
 
 /// One JetStream token for any name: letters, digits and `-` as they
 /// are, every other byte `_` and two hex digits.
-fn token(name: &str) -> String {
+pub(super) fn token(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || byte == b'-' {
@@ -174,7 +176,7 @@ fn millis(time: async_nats::jetstream::message::Info<'_>) -> u64 {
 
 /// A bucket's stream, as `create_key_value` would make it, without the
 /// account query 2.9 cannot answer.
-fn bucket_config(bucket: &str) -> stream::Config {
+pub(super) fn bucket_config(bucket: &str) -> stream::Config {
     stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
@@ -235,6 +237,7 @@ impl NatsEngine {
             crash_before_publish: Default::default(),
             lanes: Mutex::default(),
             uncounted: Mutex::default(),
+            left: Default::default(),
         })
     }
 
@@ -469,12 +472,6 @@ impl NatsEngine {
                     .await;
             }
         }
-        let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        tracing::info!(
-            lane = key,
-            held = lanes.held.len(),
-            "stream lane given back to even the load"
-        );
     }
 
     /// Hosts alive, counted at most once a second; beats this host's
@@ -554,7 +551,7 @@ fn dataset_key(id: &DatasetId) -> String {
 }
 
 /// Reads back a name [`token`] encoded.
-fn untoken(token: &str) -> Option<String> {
+pub(super) fn untoken(token: &str) -> Option<String> {
     let bytes = token.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -740,6 +737,9 @@ impl Engine for NatsEngine {
     fn claim(&self, lane: &Lane) -> EngineFuture<'_, bool> {
         let key = lane_key(lane);
         Box::pin(async move {
+            if self.left.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(false);
+            }
             let hosts = self.hosts_alive().await?;
             // Decide under one lock, so lanes deciding at once see each
             // other's choices.
@@ -760,6 +760,13 @@ impl Engine for NatsEngine {
             if give_back {
                 // More than our share: give this one back between batches.
                 self.give_back(&key).await;
+                let held = self
+                    .lanes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .held
+                    .len();
+                tracing::info!(lane = key, held, "stream lane given back to even the load");
                 return Ok(false);
             }
             self.take(&key).await
@@ -768,7 +775,40 @@ impl Engine for NatsEngine {
 
     fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {
         let key = lane_key(lane);
-        Box::pin(async move { self.take(&key).await })
+        Box::pin(async move {
+            if self.left.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(false);
+            }
+            self.take(&key).await
+        })
+    }
+
+    fn leave(&self) -> EngineFuture<'_, ()> {
+        Box::pin(async move {
+            self.left.store(true, std::sync::atomic::Ordering::Relaxed);
+            let held: Vec<String> = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                lanes.held.drain().collect()
+            };
+            for key in &held {
+                self.give_back(key).await;
+            }
+            // A heartbeat that has ended: the others count one host fewer
+            // at their next count, and share the lanes out between them.
+            self.leases
+                .put(format!("hosts.{}", self.holder), "0".into())
+                .await
+                .map_err(store)?;
+            tracing::info!(
+                lanes = held.len(),
+                "stream lanes given back: this host has left"
+            );
+            Ok(())
+        })
+    }
+
+    fn connected(&self) -> bool {
+        self.js.client().connection_state() == async_nats::connection::State::Connected
     }
 
     fn receive(

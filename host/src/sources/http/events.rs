@@ -14,16 +14,45 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// `200 {"status": "ok"}` once every tenant has been loaded; before,
-/// `503 {"status": "starting"}`, so a load balancer waits for the host.
+/// Readiness for a load balancer (see [`crate::sources::drain`]):
+/// `200 {"status": "ready"}` once every tenant is loaded (and, at start,
+/// the stream engine is connected); `503 {"status": "starting"}` before,
+/// and `503 {"status": "draining"}` from SIGTERM on, each with a `reason`.
+/// `tenants` counts the tenants loaded; `engine` (when the host keeps
+/// streams) is `connected` or `reconnecting`.
 pub(super) async fn healthz(State(api): State<Api>) -> Response {
-    let tenants = api.tenants.count();
-    if api.tenants.is_ready() {
-        Json(json!({"status": "ok", "tenants": tenants})).into_response()
-    } else {
-        let body = json!({"status": "starting", "tenants": tenants});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    use crate::sources::drain::Readiness;
+    let engine = api.streams.as_ref().map(|s| s.engine.connected());
+    let readiness = api
+        .health
+        .ready(api.tenants.is_ready(), engine.unwrap_or(true));
+    let (code, status, reason) = match readiness {
+        Readiness::Ready => (StatusCode::OK, "ready", None),
+        Readiness::Starting(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            Some(why.to_owned()),
+        ),
+        Readiness::Draining(signal) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            Some(format!(
+                "stopping on {signal}: finishing the requests in flight, then exiting"
+            )),
+        ),
+    };
+    let mut body = json!({"status": status, "tenants": api.tenants.count()});
+    if let Some(reason) = reason {
+        body["reason"] = json!(reason);
     }
+    if let Some(connected) = engine {
+        body["engine"] = json!(if connected {
+            "connected"
+        } else {
+            "reconnecting"
+        });
+    }
+    (code, Json(body)).into_response()
 }
 
 /// The tenant a `/v1` path names, if the caller's bearer key may use it.

@@ -60,6 +60,8 @@ pub struct Api {
     /// The operator's keys, metrics and status page; `None` (the routes
     /// answer 404) without `serve --admin-keys`.
     pub admin: Option<Arc<crate::ops::Admin>>,
+    /// What `/healthz` reports: draining, and whether it said ready yet.
+    pub health: super::drain::Health,
 }
 
 /// The API's routes.
@@ -95,6 +97,10 @@ pub fn router(api: Api) -> Router {
         )
         .route("/v1/tenants/{tenant}/config", put(deploy::put_config))
         .route(
+            "/v1/tenants/{tenant}",
+            axum::routing::delete(deploy::delete_tenant),
+        )
+        .route(
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),
         )
@@ -116,6 +122,9 @@ pub struct HttpSource {
     pub api: Api,
     /// Timeouts and connection caps ([`server`]).
     pub limits: ServerLimits,
+    /// How long to serve on after the stop signal (while `/healthz` says
+    /// draining) before the listener closes: `--drain-grace-ms`.
+    pub drain_grace: std::time::Duration,
 }
 
 impl Source for HttpSource {
@@ -128,7 +137,16 @@ impl Source for HttpSource {
         stop: Stop,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
-            server::serve(self.listener, router(self.api), self.limits, stop.stopped()).await?;
+            let grace = self.drain_grace;
+            let shutdown = async move {
+                stop.stopped().await;
+                // A load balancer learns from /healthz that this host
+                // drains, and sends nothing more, before the door closes.
+                tokio::time::sleep(grace).await;
+            };
+            let health = self.api.health.clone();
+            let router = super::drain::close_connections_while_draining(router(self.api), health);
+            server::serve(self.listener, router, self.limits, shutdown).await?;
             Ok(())
         })
     }

@@ -161,6 +161,11 @@ impl StreamsSource {
                 abort.abort();
             }
         }
+        // Every lane is idle now: give them back at once, so other hosts go
+        // on with them without waiting for the leases to run out.
+        if let Err(error) = self.streams.engine.leave().await {
+            tracing::warn!(%error, "cannot give the stream lanes back; other hosts take them when the leases run out");
+        }
     }
 
     fn start(

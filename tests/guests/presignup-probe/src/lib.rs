@@ -2,7 +2,10 @@
 //! - `auto-confirm`: sets autoConfirmUser;
 //! - `copy`: sets autoVerifyEmail to the autoConfirmUser it was given, so
 //!   a test can see what an earlier plugin of the chain left;
-//! - `deny`: refuses with config `message`.
+//! - `deny`: refuses with config `message`;
+//! - `slow`: waits config `ms` milliseconds (in the host's clock, using no
+//!   CPU), then sets autoConfirmUser: a request that is in flight for a
+//!   while.
 
 triggerfish_sdk::bindings!("../../../wit", "triggerfish:user-pool/pre-sign-up-plugin");
 
@@ -17,6 +20,13 @@ impl Guest for Probe {
             "auto-confirm" => response.auto_confirm_user = Some(true),
             "copy" => response.auto_verify_email = Some(response.auto_confirm_user == Some(true)),
             "deny" => return Err(config::require("message")?),
+            "slow" => {
+                let ms = config::require("ms")?
+                    .parse()
+                    .map_err(|e| format!("ms: {e}"))?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                response.auto_confirm_user = Some(true);
+            }
             other => return Err(format!("unknown mode {other}")),
         }
         Ok(response)

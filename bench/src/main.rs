@@ -20,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod harness;
 mod hosts;
+mod http;
 mod native;
 mod sections;
 mod spread;

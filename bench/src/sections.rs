@@ -826,11 +826,11 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    fn p50_ms(&self) -> f64 {
+    pub(crate) fn p50_ms(&self) -> f64 {
         wrk_ms(&self.p50)
     }
 
-    fn p99_ms(&self) -> f64 {
+    pub(crate) fn p99_ms(&self) -> f64 {
         wrk_ms(&self.p99)
     }
 }
@@ -935,102 +935,6 @@ pub(crate) fn wrk(
     })
 }
 
-/// HTTP on loopback: Triggerfish, Node.js, native axum; wrk on the same
-/// machine.
-fn http(seconds: u64) -> anyhow::Result<String> {
-    let bench = std::env::current_exe()?;
-    let triggerfish = server_binary()?;
-    let node_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
-
-    let dir = chain_dir(&[3]);
-    let script = post_script(&dir)?;
-
-    let quiet = |mut c: Command| -> anyhow::Result<Server> {
-        Ok(Server(
-            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?,
-        ))
-    };
-    let mut rows = Vec::new();
-    let mut best: Vec<(&str, usize, f64)> = Vec::new();
-    let servers: [(&str, &str); 3] = [
-        ("Triggerfish", "127.0.0.1:18081"),
-        ("Node.js index of modules", "127.0.0.1:18082"),
-        ("native axum (no sandbox)", "127.0.0.1:18083"),
-    ];
-    for (name, addr) in servers {
-        let _server = match name {
-            "Triggerfish" => serve(&triggerfish, addr, dir.path())?,
-            "Node.js index of modules" => {
-                let mut c = Command::new("node");
-                c.arg(node_dir.join("server.js")).arg(addr);
-                quiet(c)?
-            }
-            _ => {
-                let mut c = Command::new(&bench);
-                c.args(["native-server", addr]);
-                quiet(c)?
-            }
-        };
-        wait_for_port(addr)?;
-        if name == "Triggerfish" {
-            // It listens at once and loads its tenants meanwhile.
-            wait_for_ready(addr)?;
-        }
-        let url = format!("http://{addr}/v1/tenants/chain3/events");
-        // Check the answer once: every server must give the same event back.
-        let check = Command::new("curl")
-            .args([
-                "-s",
-                "-X",
-                "POST",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                &event().to_string(),
-                &url,
-            ])
-            .output()?;
-        let answer: Value = serde_json::from_slice(&check.stdout).with_context(|| {
-            format!("{name} answered {}", String::from_utf8_lossy(&check.stdout))
-        })?;
-        anyhow::ensure!(
-            answer["response"]["autoConfirmUser"] == true,
-            "{name} answered {answer}"
-        );
-        wrk(&url, 16, 2, &script)?; // warm-up
-        for connections in [1, 16, 64] {
-            let load = wrk(&url, connections, seconds, &script)?;
-            rows.push(vec![
-                name.to_owned(),
-                connections.to_string(),
-                format!("{:.0}", load.rps),
-                load.p50,
-                load.p99,
-                load.errors.to_string(),
-            ]);
-            best.push((name, connections, load.rps));
-        }
-    }
-    let rps = |server: &str, c: usize| {
-        best.iter()
-            .find(|(n, k, _)| *n == server && *k == c)
-            .map_or(0.0, |b| b.2)
-    };
-    let (tf, node, native) = (
-        rps("Triggerfish", 64),
-        rps("Node.js index of modules", 64),
-        rps("native axum (no sandbox)", 64),
-    );
-    Ok(format!(
-        "## HTTP, 3-plugin PreSignUp chain\n\nLoopback, keep-alive, wrk on the same 2-core machine ({seconds} s per run, after a 2 s warm-up), the ~1 KB event. The Node.js server runs the same three handlers as JavaScript modules looped over by an index file the way Amplify generates it; the native server runs them as Rust functions in axum with no sandbox.\n\n{}\nAt 64 connections Triggerfish serves {:.2}× the Node.js baseline's requests per second (target at least 2×: {}) and {:.2}× the native server's (target at least 0.5×: {}).\n\n",
-        table(&["server", "connections", "requests/s", "p50", "p99", "non-2xx"], &rows),
-        tf / node,
-        if tf >= 2.0 * node { "met" } else { "missed" },
-        tf / native,
-        if tf >= 0.5 * native { "met" } else { "missed" },
-    ))
-}
-
 fn command_line(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
@@ -1076,7 +980,7 @@ pub fn report(args: &[String]) -> anyhow::Result<()> {
         ("reload", Box::new(|| reload(20))),
         ("restart", Box::new(restart)),
         ("memory", Box::new(|| memory(1000))),
-        ("http", Box::new(move || http(seconds))),
+        ("http", Box::new(move || crate::http::http(seconds))),
         ("sync", Box::new(crate::sync::section)),
         ("hosts", Box::new(move || crate::hosts::hosts(seconds))),
         ("spread", Box::new(crate::spread::spread)),

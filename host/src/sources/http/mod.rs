@@ -374,6 +374,26 @@ async fn discard(mut body: Body) {
     }
 }
 
+/// `value` as a JSON answer, written once into a buffer of about
+/// `size_hint` bytes (an event comes back about as large as it came, so
+/// the request body's length), instead of one that starts small and grows.
+pub(crate) fn json_response(status: StatusCode, value: &Value, size_hint: usize) -> Response {
+    let mut body = Vec::with_capacity(size_hint + size_hint / 4 + 64);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        // A `Value` always serializes; kept as axum's `Json` answers.
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
 /// The body as an event: JSON, with no key twice.
 pub(crate) fn parse_event(bytes: &[u8]) -> Result<Value, RequestError> {
     super::json::parse_strict(bytes).map_err(|e| {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Three Triggerfish hosts, one nats-server and HAProxy on loopback, with
-# the demo tenant served by all (`just cluster`; see the README's
-# "Several hosts behind a load balancer").
+# the demo tenant deployed once through one host and served by all
+# (`just cluster`; see the README's "Several hosts behind a load balancer").
 #
 #   deploy/cluster.sh            start everything; Ctrl-C drains the hosts
 #                                and stops it all
@@ -14,7 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=target/cluster
-plugins=target/demo
 nats=nats://127.0.0.1:4222
 host_addr() { echo "127.0.0.1:808$1"; }
 
@@ -23,8 +22,12 @@ host_addr() { echo "127.0.0.1:808$1"; }
 # second signal would end a draining host at once).
 start_host() {
   local n=$1
-  setsid target/debug/triggerfish serve --plugins-dir "$plugins" --listen "$(host_addr "$n")" \
-    --streams "$nats" --drain-grace-ms 1000 >>"$state/host$n.log" 2>&1 &
+  # Each host has a folder of its own: the tenants come from NATS
+  # (--shared-plugins), which each host mirrors there.
+  mkdir -p "$state/host$n"
+  setsid target/debug/triggerfish serve --plugins-dir "$state/host$n" --listen "$(host_addr "$n")" \
+    --streams "$nats" --shared-plugins --admin-keys "$state/admin-keys" \
+    --drain-grace-ms 1000 >>"$state/host$n.log" 2>&1 &
   echo $! >"$state/host$n.pid"
 }
 
@@ -61,10 +64,13 @@ done
 cargo build -q -p triggerfish
 mkdir -p "$state"
 
-# The demo tenant, once, into the folder every host reads. When the hosts
-# share plugins through NATS, this line becomes one deploy through any host
-# after they start: target/debug/triggerfish deploy ... --url http://127.0.0.1:8081
+# The demo tenant's folder (deployed below), and an operator key: only an
+# operator creates tenants. Kept across runs, readable by its owner only.
 cargo xtask demo-plugins
+if [ ! -s "$state/admin-key" ]; then
+  (umask 077 && echo "tf-admin-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" >"$state/admin-key")
+fi
+(umask 077 && target/debug/triggerfish hash-key <"$state/admin-key" >"$state/admin-keys")
 
 setsid nats-server -js -a 127.0.0.1 -p 4222 -sd "$state/nats" >"$state/nats.log" 2>&1 &
 echo $! >"$state/nats.pid"
@@ -89,6 +95,10 @@ trap stop_all INT TERM EXIT
 for n in 1 2 3; do start_host "$n"; done
 for n in 1 2 3; do wait_ready "$n"; done
 
+# Once, through host 1: NATS keeps it, and every host serves it.
+TRIGGERFISH_DEPLOY_KEY="$(cat "$state/admin-key")" \
+  target/debug/triggerfish deploy --folder target/demo --url "http://$(host_addr 1)"
+
 TF_LB_LISTEN=127.0.0.1:8080 TF_LB_STATS=127.0.0.1:8404 \
   TF_HOST1="$(host_addr 1)" TF_HOST2="$(host_addr 2)" TF_HOST3="$(host_addr 3)" \
   setsid haproxy -db -f deploy/haproxy.cfg >"$state/haproxy.log" 2>&1 &
@@ -100,6 +110,7 @@ three hosts (8081-8083) behind HAProxy on http://127.0.0.1:8080, nats-server on 
   HAProxy status: http://127.0.0.1:8404/stats
   roll a host:    deploy/cluster.sh restart 2     (or: just cluster-restart 2)
   logs:           $state/host{1,2,3}.log
+  redeploy:       TRIGGERFISH_DEPLOY_KEY=\$(cat $state/admin-key) target/debug/triggerfish deploy --folder target/demo --url http://127.0.0.1:8081
 Ctrl-C drains the hosts and stops everything.
 EOF
 wait

@@ -5,8 +5,8 @@
 //!
 //! - `report [--out FILE] [--seconds N] [--only SECTION,...]`: everything,
 //!   or only the named sections (calls, fairness, reload, restart, memory,
-//!   http, sync, hosts, streams), printed rather than written unless
-//!   `--out` is given.
+//!   http, sync, hosts, spread, streams), printed rather than written
+//!   unless `--out` is given.
 //! - `native-server ADDR`: the native axum baseline, for the HTTP figures.
 //! - `memory TENANTS`: resident memory with that many tenants (run in a
 //!   process of its own by `report`).
@@ -20,8 +20,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod harness;
 mod hosts;
+mod http;
 mod native;
 mod sections;
+mod spread;
 mod streams;
 mod sync;
 

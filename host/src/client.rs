@@ -148,6 +148,19 @@ impl DeployClient {
             .await
     }
 
+    /// `DELETE /v1/tenants/{tenant}`: removes the tenant (an operator key,
+    /// a host serving a shared store).
+    pub async fn delete_tenant(&self) -> Result<Answer, ClientError> {
+        let path = format!("{}/v1/tenants/{}", self.prefix, self.tenant);
+        self.send(
+            Method::DELETE,
+            &path,
+            "application/octet-stream",
+            Vec::new(),
+        )
+        .await
+    }
+
     fn plugin_path(&self, name: &str) -> String {
         format!(
             "{}/v1/tenants/{}/plugins/{}",

@@ -5,13 +5,25 @@ use sha2::{Digest, Sha256};
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Writes the lowercase hex of `bytes` into `out`, which must be twice
+/// as long (panics otherwise): for hashes made on the request path,
+/// without allocating.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[(byte >> 4) as usize] as char);
-        out.push(DIGITS[(byte & 0xf) as usize] as char);
+    assert_eq!(
+        out.len(),
+        bytes.len() * 2,
+        "hex_into: out is twice the input"
+    );
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[(byte >> 4) as usize];
+        pair[1] = DIGITS[(byte & 0xf) as usize];
     }
-    out
 }
 
 /// SHA-256 of `bytes`, in hex: a plugin's version, a key's stored form.

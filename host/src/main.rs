@@ -22,8 +22,10 @@ use triggerfish::sources::{self, Source};
 use triggerfish::streams::embedded::EmbeddedEngine;
 use triggerfish::streams::engine::Engine;
 use triggerfish::streams::nats::NatsEngine;
+use triggerfish::streams::shared_store::SharedStore;
 use triggerfish::streams::Streams;
 use triggerfish::tenant::registry::Tenants;
+use triggerfish::tenant::shared::{self, Shared};
 use triggerfish::tenant::{is_tenant_name, watch, Tenant};
 
 // A plugin call allocates many small values (the event as component
@@ -34,7 +36,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 use cli::args::{Cli, Command, LogFormat, DEFAULT_DATA_DIR};
-use cli::deploy::deploy;
+use cli::deploy::{deploy, deploy_folder};
 
 fn init_log(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -91,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             no_watch,
             data_dir,
             streams,
+            shared_plugins,
             public_url,
             admin_keys,
             log_format: _,
@@ -106,12 +109,20 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 "the plugins folder {} is not a folder",
                 plugins_dir.display()
             );
-            let tenants = Arc::new(Tenants::new(
-                engine.loader()?,
-                engine.operator()?,
-                &plugins_dir,
-            ));
-            let _watcher = if no_watch {
+            let tenants = match streams.as_deref().filter(|_| shared_plugins) {
+                Some(url) => Arc::new(Tenants::with_shared(
+                    engine.loader()?,
+                    engine.operator()?,
+                    shared_store(url, &plugins_dir).await?,
+                )),
+                None => Arc::new(Tenants::new(
+                    engine.loader()?,
+                    engine.operator()?,
+                    &plugins_dir,
+                )),
+            };
+            // The shared store is followed by tenant::shared, not the folder.
+            let _watcher = if no_watch || shared_plugins {
                 None
             } else {
                 Some(watch::watch(tenants.clone()).context("cannot watch the plugins folder")?)
@@ -143,9 +154,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let tenants = tenants.clone();
                 let plugins_dir = plugins_dir.clone();
                 async move {
-                    match tenants.load_all().await {
-                        Ok(()) => {
-                            tracing::info!(%address, plugins_dir = %plugins_dir.display(), tenants = tenants.count(), "serving")
+                    // With a shared store: read it whole first, then follow it.
+                    let loaded = match tenants.shared() {
+                        Some(_) => shared::load(&tenants).await.map(Some),
+                        None => tenants.load_all().await.map(|()| None),
+                    };
+                    match loaded {
+                        Ok(revision) => {
+                            tracing::info!(%address, plugins_dir = %plugins_dir.display(), tenants = tenants.count(), "serving");
+                            if let Some(revision) = revision {
+                                shared::follow(tenants, revision).await;
+                            }
                         }
                         Err(error) => {
                             tracing::error!(error = %format!("{error:#}"), "loading the plugins folder failed")
@@ -289,10 +308,19 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             name,
             config,
             delete,
+            folder,
+            remove_tenant,
             tenant,
             url,
             key,
-        } => deploy(file, name, config, delete, &tenant, &url, key).await,
+        } => match (folder, tenant) {
+            (Some(folder), tenant) => deploy_folder(&folder, tenant.as_deref(), &url, key).await,
+            (None, Some(tenant)) if remove_tenant => {
+                cli::deploy::remove_tenant(&tenant, &url, key).await
+            }
+            (None, Some(tenant)) => deploy(file, name, config, delete, &tenant, &url, key).await,
+            (None, None) => anyhow::bail!("--tenant is needed"),
+        },
         Command::HashKey { key } => {
             let key = match key {
                 Some(key) => key,
@@ -304,6 +332,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::CompileWorker { .. } => unreachable!("handled before the async runtime starts"),
     }
+}
+
+/// The shared store at `url`, mirrored into the plugins folder's
+/// `.triggerfish-shared` (`serve --shared-plugins`).
+async fn shared_store(url: &str, plugins_dir: &std::path::Path) -> anyhow::Result<Arc<Shared>> {
+    let store = SharedStore::connect(url)
+        .await
+        .with_context(|| format!("cannot use the shared store at {url}"))?;
+    let mirror = plugins_dir.join(shared::MIRROR_DIR);
+    let shared = Shared::new(Arc::new(store), &mirror)
+        .with_context(|| format!("cannot make the mirror {}", mirror.display()))?;
+    Ok(Arc::new(shared))
 }
 
 /// The dispatcher every way in shares, with its sinks.

@@ -1,7 +1,7 @@
 //! Draining: `/healthz` for a load balancer, SIGTERM finishing what is in
 //! flight and giving the stream lanes back, and a rolling restart of three
-//! hosts behind HAProxy under load (the `deploy/haproxy.cfg` the recipe
-//! runs).
+//! hosts sharing their tenants through NATS (`--shared-plugins`) behind
+//! HAProxy under load (the `deploy/haproxy.cfg` the recipe runs).
 //!
 //! The tests that need `nats-server` or `haproxy` say so and pass where
 //! either is missing, unless `CI` is set: CI installs both (`.ci/run`).
@@ -16,6 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use triggerfish::auth::hash_key;
 
 /// Sends SIGTERM to a host.
 fn terminate(host: &ServeProcess) {
@@ -341,6 +342,27 @@ async fn put_records(
         .collect())
 }
 
+/// The operator's key of the rolling restart's hosts (it creates the
+/// tenant in the store).
+const OPERATOR_KEY: &str = "drain-operator-key";
+
+/// `triggerfish deploy --folder DIR` to the host at `base` with the
+/// operator's key: every tenant of DIR stored and serving.
+fn deploy_folder(dir: &std::path::Path, base: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+        .args(["deploy", "--folder"])
+        .arg(dir)
+        .args(["--url", base])
+        .env("TRIGGERFISH_DEPLOY_KEY", OPERATOR_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 const STREAM_SETTINGS: &str =
     "[[event-sources]]\nstream = \"orders\"\nkind = \"kinesis\"\nbatch-size = 10\n";
 
@@ -554,10 +576,19 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_record()
                  [plugins.30-copy.config]\nmode = \"copy\"\n{STREAM_SETTINGS}"
             ),
         );
+    // The hosts share their tenants through NATS: each has an empty folder
+    // of its own, the tenant is deployed once through the first host, and
+    // a restarted host serves only once it has read the store again.
+    let keys = tempfile::tempdir().unwrap();
+    let admin_keys = keys.path().join("admin-keys");
+    std::fs::write(&admin_keys, format!("{}\n", hash_key(OPERATOR_KEY))).unwrap();
+    let folders = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let args: Vec<String> = [
-        "--no-watch",
         "--streams",
         &nats.url,
+        "--shared-plugins",
+        "--admin-keys",
+        admin_keys.to_str().unwrap(),
         "--drain-grace-ms",
         "1500",
         "--drain-timeout-s",
@@ -565,16 +596,17 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_record()
     ]
     .map(str::to_owned)
     .to_vec();
-    let start = |addr: SocketAddr| {
-        let (dir, args) = (dir.path().to_owned(), args.clone());
+    let start = |host: usize| {
+        let (folder, addr, args) = (folders[host].path().to_owned(), addrs[host], args.clone());
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ServeProcess::start_at(&dir, addr, &args)
+            ServeProcess::start_at(&folder, addr, &args)
         })
     };
-    let mut hosts = Vec::new();
-    for addr in addrs {
-        hosts.push(start(addr).await.unwrap());
+    let mut hosts = vec![start(0).await.unwrap()];
+    deploy_folder(dir.path(), &hosts[0].base);
+    for host in 1..3 {
+        hosts.push(start(host).await.unwrap());
     }
     let client = client();
     for name in ["host1", "host2", "host3"] {
@@ -628,7 +660,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_record()
         // Each host in turn: SIGTERM, drained and exited, started again on
         // its port, back in HAProxy's rotation; then the next.
         let mut logs = Vec::new();
-        for (i, addr) in addrs.into_iter().enumerate() {
+        for i in 0..addrs.len() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let before = seen.lock().unwrap().events;
             terminate(&hosts[i]);
@@ -640,7 +672,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_record()
                 hosts[i].last_log()
             );
             logs.push(hosts[i].last_log());
-            hosts[i] = start(addr).await.unwrap();
+            hosts[i] = start(i).await.unwrap();
             haproxy.wait_up(&client, &format!("host{}", i + 1)).await;
             let during = seen.lock().unwrap().events - before;
             assert!(

@@ -260,3 +260,38 @@ fn valid_events_survive_the_round_trip() {
             .unwrap();
     }
 }
+
+/// The conversion plans worked out at load convert exactly as the rules
+/// do when walking the types on every call: the same values, the same
+/// errors (with their paths), the same JSON back.
+#[test]
+fn conversion_plans_agree_with_the_rules() {
+    use triggerfish::engine::convert::{to_json, Plan};
+    let plugin = every_trigger_plugin();
+    let agree = |json: &Value| -> Result<(), TestCaseError> {
+        for trigger in Trigger::all() {
+            for (_, ty) in plugin.params(trigger).unwrap() {
+                let plan = Plan::new(ty);
+                for json in [Some(json), json.get("request"), json.get("response"), None] {
+                    let planned = plan.to_val(json);
+                    prop_assert_eq!(&planned, &to_val(ty, json), "{}", trigger);
+                    if let Ok(val) = planned {
+                        prop_assert_eq!(
+                            plan.to_json(&val, json),
+                            to_json(ty, &val, json),
+                            "{}",
+                            trigger
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    runner().run(&any_json(), |json| agree(&json)).unwrap();
+    for trigger in Trigger::all() {
+        runner()
+            .run(&valid_event(&plugin, trigger), |event| agree(&event))
+            .unwrap();
+    }
+}

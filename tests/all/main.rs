@@ -7,6 +7,7 @@ mod bounded_work;
 mod budget;
 mod chain;
 mod cli;
+mod cluster;
 mod cognito_durability;
 mod cognito_streams;
 mod common;

@@ -74,6 +74,18 @@ impl NatsServer {
         }
     }
 
+    /// Kills the server (its store stays), until [`NatsServer::resume`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped server again on the same port and store.
+    pub fn resume(&mut self) {
+        self.child = Self::spawn(self.port, self.store.path());
+        self.wait_ready();
+    }
+
     /// Kills the server and starts it again on the same port and store.
     pub fn restart(&mut self) {
         let _ = self.child.kill();

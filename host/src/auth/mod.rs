@@ -6,8 +6,9 @@ pub mod admin;
 pub mod rights;
 pub mod sigv4;
 
-use crate::encoding::sha256_hex;
+use crate::encoding::hex_into;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use sigv4::{SigV4Error, SignedRequest};
 use std::time::SystemTime;
 
@@ -105,7 +106,31 @@ pub enum AuthError {
 
 /// The form in which `tenant.toml` stores an API key: `sha256:<hex>`.
 pub fn hash_key(key: &str) -> String {
-    format!("sha256:{}", sha256_hex(key.as_bytes()))
+    KeyHash::of(key).as_str().to_owned()
+}
+
+/// A presented key in its stored form, `sha256:<64 hex digits>`, made on
+/// the stack: every request with a key makes one.
+pub(crate) struct KeyHash([u8; KeyHash::LEN]);
+
+impl KeyHash {
+    const PREFIX: &'static [u8] = b"sha256:";
+    const LEN: usize = Self::PREFIX.len() + 64;
+
+    pub(crate) fn of(key: &str) -> KeyHash {
+        let mut out = [0; Self::LEN];
+        out[..Self::PREFIX.len()].copy_from_slice(Self::PREFIX);
+        hex_into(
+            &Sha256::digest(key.as_bytes()),
+            &mut out[Self::PREFIX.len()..],
+        );
+        KeyHash(out)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // The prefix and hex digits are ASCII.
+        std::str::from_utf8(&self.0).expect("ASCII")
+    }
 }
 
 /// Compares in time that depends only on the lengths, not on where the
@@ -152,10 +177,11 @@ pub fn authorize<'t>(
     match credentials {
         Credentials::None => Err(AuthError::MissingKey),
         Credentials::Bearer(key) => {
-            let hashed = hash_key(key);
-            if holds_key(auth, &hashed) {
+            let hashed = KeyHash::of(key);
+            let hashed = hashed.as_str();
+            if holds_key(auth, hashed) {
                 Ok(())
-            } else if others.into_iter().any(|t| holds_key(t, &hashed)) {
+            } else if others.into_iter().any(|t| holds_key(t, hashed)) {
                 Err(AuthError::WrongTenant)
             } else {
                 Err(AuthError::UnknownKey)
@@ -196,8 +222,8 @@ pub fn refuse_unknown_tenant<'t>(
     match credentials {
         Credentials::None => AuthError::MissingKey,
         Credentials::Bearer(key) => {
-            let hashed = hash_key(key);
-            if others.any(|t| holds_key(t, &hashed)) {
+            let hashed = KeyHash::of(key);
+            if others.any(|t| holds_key(t, hashed.as_str())) {
                 AuthError::WrongTenant
             } else {
                 AuthError::UnknownKey
@@ -227,5 +253,6 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+        assert_eq!(KeyHash::of("abc").as_str(), hash_key("abc"));
     }
 }

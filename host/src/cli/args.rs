@@ -50,6 +50,15 @@ pub(crate) enum Command {
         /// embedded engine.
         #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
         streams: Option<String>,
+        /// Take the tenants' plugins and tenant.toml files from the NATS
+        /// server of `--streams` instead of the plugins folder, so that
+        /// every host connected to it serves the same tenants: deploys
+        /// (and `triggerfish deploy --folder`) go there, and each host
+        /// follows the changes. The host mirrors them into
+        /// DIR/.triggerfish-shared (which it owns); the tenant folders in
+        /// DIR are not served.
+        #[arg(long, requires = "streams")]
+        shared_plugins: bool,
         /// The address consumers reach this host at, for the payload URLs
         /// of oversized Cognito Streams records [default: http://LISTEN].
         #[arg(long, value_name = "URL")]
@@ -93,7 +102,7 @@ pub(crate) enum Command {
         #[arg(value_name = "FILE.wasm")]
         file: PathBuf,
     },
-    /// Deploy a plugin (or a tenant.toml) to a running host over HTTP.
+    /// Deploy a plugin (or a tenant.toml, or a whole folder) to a running host over HTTP.
     ///
     /// The host checks the plugin as `check` does before it replaces
     /// anything, and answers once the new version serves. The key must be
@@ -115,9 +124,22 @@ pub(crate) enum Command {
         /// Remove the tenant's plugin of this name instead.
         #[arg(long, value_name = "NAME", group = "what", conflicts_with_all = ["file", "config"])]
         delete: Option<String>,
+        /// Upload a folder: with --tenant, DIR is that tenant's folder;
+        /// without, DIR is a plugins folder and each tenant folder in it is
+        /// uploaded. Each tenant's tenant.toml goes first, then its plugins
+        /// in name order; plugins the host has and the folder does not are
+        /// left. With an operator key, a host started with
+        /// --shared-plugins creates the tenants it does not have.
+        #[arg(long, value_name = "DIR", group = "what",
+              conflicts_with_all = ["file", "config", "delete"])]
+        folder: Option<PathBuf>,
+        /// Remove the tenant and all its files from every host (an
+        /// operator key; hosts started with --shared-plugins).
+        #[arg(long, group = "what", conflicts_with_all = ["file", "config", "delete", "folder"])]
+        remove_tenant: bool,
         /// The tenant to deploy to.
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "folder")]
+        tenant: Option<String>,
         /// The host: http://HOST:PORT.
         #[arg(long, value_name = "URL")]
         url: String,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `triggerfish deploy`: each step's outcome on stdout, a refusal on
 /// stderr with exit code 1.
@@ -16,10 +16,7 @@ pub(crate) async fn deploy(
     key: Option<String>,
 ) -> anyhow::Result<std::process::ExitCode> {
     use triggerfish::client::DeployClient;
-    let key = match key.or_else(|| std::env::var("TRIGGERFISH_DEPLOY_KEY").ok()) {
-        Some(key) if !key.trim().is_empty() => key.trim().to_owned(),
-        _ => anyhow::bail!("no key: pass --key or set TRIGGERFISH_DEPLOY_KEY"),
-    };
+    let key = deploy_key(key)?;
     let client = DeployClient::new(url, tenant, &key)?;
     let refused = |what: &str, answer: &triggerfish::client::Answer| {
         eprintln!("error: the host refused {what}: {}", answer.error());
@@ -88,6 +85,114 @@ pub(crate) async fn deploy(
             triggers.join(", ")
         );
         warn_failures(body);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The key of `--key`, or of the environment variable.
+fn deploy_key(key: Option<String>) -> anyhow::Result<String> {
+    match key.or_else(|| std::env::var("TRIGGERFISH_DEPLOY_KEY").ok()) {
+        Some(key) if !key.trim().is_empty() => Ok(key.trim().to_owned()),
+        _ => anyhow::bail!("no key: pass --key or set TRIGGERFISH_DEPLOY_KEY"),
+    }
+}
+
+/// `triggerfish deploy --remove-tenant --tenant T`.
+pub(crate) async fn remove_tenant(
+    tenant: &str,
+    url: &str,
+    key: Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let client = triggerfish::client::DeployClient::new(url, tenant, &deploy_key(key)?)?;
+    let answer = client.delete_tenant().await?;
+    if !answer.is_success() {
+        eprintln!(
+            "error: the host refused to remove {tenant}: {}",
+            answer.error()
+        );
+        return Ok(std::process::ExitCode::from(1));
+    }
+    println!("removed the tenant {tenant}");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `triggerfish deploy --folder DIR [--tenant T]`: each tenant folder's
+/// `tenant.toml`, then its plugins in name order. Stops at the first
+/// refusal (exit 1), saying what was uploaded before it.
+pub(crate) async fn deploy_folder(
+    dir: &Path,
+    tenant: Option<&str>,
+    url: &str,
+    key: Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let key = deploy_key(key)?;
+    let folders: Vec<(String, PathBuf)> = match tenant {
+        Some(tenant) => vec![(tenant.to_owned(), dir.to_owned())],
+        None => {
+            let mut folders = Vec::new();
+            for entry in
+                std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
+            {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type()?.is_dir() && triggerfish::tenant::is_tenant_name(&name) {
+                    folders.push((name, entry.path()));
+                }
+            }
+            folders.sort();
+            folders
+        }
+    };
+    anyhow::ensure!(
+        !folders.is_empty(),
+        "{} has no tenant folders (letters, digits, - and _)",
+        dir.display()
+    );
+    for (tenant, folder) in folders {
+        let config = folder.join("tenant.toml");
+        let config = config.is_file().then_some(config);
+        let mut plugins: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .with_context(|| format!("cannot read {}", folder.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "wasm")
+                    && p.is_file()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        plugins.sort();
+        if let Some(config) = &config {
+            let code = deploy(
+                None,
+                None,
+                Some(config.clone()),
+                None,
+                &tenant,
+                url,
+                Some(key.clone()),
+            )
+            .await?;
+            if code != std::process::ExitCode::SUCCESS {
+                return Ok(code);
+            }
+        }
+        for plugin in plugins {
+            let code = deploy(
+                Some(plugin),
+                None,
+                None,
+                None,
+                &tenant,
+                url,
+                Some(key.clone()),
+            )
+            .await?;
+            if code != std::process::ExitCode::SUCCESS {
+                return Ok(code);
+            }
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

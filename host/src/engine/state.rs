@@ -110,11 +110,14 @@ fn utc_timestamp(at: SystemTime) -> String {
 
 /// The state of one plugin call: a fresh one per call, dropped with it.
 pub struct CallState {
-    wasi: WasiCtx,
+    /// Built when the plugin first calls a WASI import: most calls never
+    /// do, and building one seeds two random number generators.
+    wasi: Option<WasiCtx>,
     http: WasiHttpCtx,
     outbound: OutboundHooks,
     table: ResourceTable,
-    stderr: MemoryOutputPipe,
+    /// The stderr the WASI context writes to, made with it.
+    stderr: Option<MemoryOutputPipe>,
     limiter: CallLimiter,
     config: Arc<PluginConfig>,
     log_budget: Arc<LogBudget>,
@@ -133,16 +136,12 @@ impl CallState {
         outbound: Arc<Outbound>,
         log_budget: Arc<LogBudget>,
     ) -> CallState {
-        let stderr = MemoryOutputPipe::new(STDERR_KEPT);
-        // No preopened directories, no environment, no arguments, no
-        // network: a plugin sees only what the contract gives it.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         CallState {
-            wasi,
+            wasi: None,
             http: WasiHttpCtx::new(),
             outbound: OutboundHooks { policy: outbound },
             table: ResourceTable::new(),
-            stderr,
+            stderr: None,
             limiter: CallLimiter {
                 memory_bytes: limits.memory_bytes,
                 table_elements: limits.table_elements,
@@ -183,7 +182,7 @@ impl CallState {
     /// The last line the plugin wrote to stderr (a Rust panic message ends
     /// up there), if any.
     pub fn last_stderr_line(&self) -> Option<String> {
-        let contents = self.stderr.contents();
+        let contents = self.stderr.as_ref()?.contents();
         let text = String::from_utf8_lossy(&contents);
         text.lines()
             .map(str::trim)
@@ -194,8 +193,16 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let stderr = &mut self.stderr;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let pipe = MemoryOutputPipe::new(STDERR_KEPT);
+            *stderr = Some(pipe.clone());
+            // No preopened directories, no environment, no arguments, no
+            // network: a plugin sees only what the contract gives it.
+            WasiCtx::builder().stderr(pipe).build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

@@ -20,12 +20,13 @@ pub mod user_pool;
 
 pub use crate::trigger::Family;
 
-use crate::engine::convert::{to_json, to_val, ConvertError};
+use crate::engine::convert::{ConvertError, Plan};
 use crate::plugin::{Handler, Plugin};
 use crate::trigger::Trigger;
 use records::Batch;
 use serde_json::Value;
-use wasmtime::component::{Type, Val};
+use std::sync::Arc;
+use wasmtime::component::Val;
 
 /// Where a handler parameter comes from in the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +74,8 @@ impl Family {
 pub(crate) struct Args {
     family: Family,
     pub(crate) values: Vec<Val>,
-    /// Index, type and event key of the carried argument.
-    carried: Option<(usize, Type, &'static str)>,
+    /// Index, conversion plan and event key of the carried argument.
+    carried: Option<(usize, Arc<Plan>, &'static str)>,
     /// Stream records: the batch's identifiers and failures.
     batch: Option<Batch>,
 }
@@ -94,13 +95,13 @@ impl Args {
         let event = event.as_ref();
         let mut values = Vec::with_capacity(handler.params.len());
         let mut carried = None;
-        for (i, (name, ty)) in handler.params.iter().enumerate() {
+        for (i, ((name, _), plan)) in handler.params.iter().zip(&handler.plans).enumerate() {
             let value = match family.part(name) {
-                Part::Top => to_val(ty, Some(event))?,
-                Part::Under(key) => to_val(ty, event.get(key)).map_err(|e| e.within(key))?,
+                Part::Top => plan.to_val(Some(event))?,
+                Part::Under(key) => plan.to_val(event.get(key)).map_err(|e| e.within(key))?,
                 Part::Carried(key) => {
-                    carried = Some((i, ty.clone(), key));
-                    to_val(ty, event.get(key)).map_err(|e| e.within(key))?
+                    carried = Some((i, plan.clone(), key));
+                    plan.to_val(event.get(key)).map_err(|e| e.within(key))?
                 }
             };
             values.push(value);
@@ -153,9 +154,10 @@ impl Args {
         if let Some(batch) = &self.batch {
             return Ok(batch.response());
         }
-        if let Some((index, ty, key)) = &self.carried {
-            let json =
-                to_json(ty, &self.values[*index], event.get(*key)).map_err(|e| e.within(*key))?;
+        if let Some((index, plan, key)) = &self.carried {
+            let json = plan
+                .to_json(&self.values[*index], event.get(*key))
+                .map_err(|e| e.within(*key))?;
             if let Value::Object(object) = &mut event {
                 object.insert((*key).to_owned(), json);
             }

@@ -17,6 +17,7 @@ mod typecheck;
 
 pub use loader::PluginLoader;
 
+use crate::engine::convert::Plan;
 use crate::engine::state::{CallState, LogBudget};
 use crate::engine::{new_store, Runtime};
 use crate::limits::Limits;
@@ -119,6 +120,9 @@ pub(crate) struct Handler {
     /// Parameter names and types, in order (`context`, `request`,
     /// `response` for user pool triggers; `event`, `records` for sync).
     pub(crate) params: Vec<(String, Type)>,
+    /// How to convert each parameter, in the same order: worked out once
+    /// here rather than on every event.
+    pub(crate) plans: Vec<Arc<Plan>>,
 }
 
 /// Why a `.wasm` file is not a usable plugin.

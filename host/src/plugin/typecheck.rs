@@ -3,6 +3,7 @@
 
 use super::{Handler, PluginError};
 use crate::engine::bindings;
+use crate::engine::convert::Plan;
 use crate::engine::state::CallState;
 use crate::engine::Runtime;
 use crate::trigger::Trigger;
@@ -38,7 +39,7 @@ pub(super) fn handlers(
         let ComponentItem::ComponentFunc(func) = handle.ty else {
             return Err(mismatch("`handle` is not a function"));
         };
-        let params = func
+        let params: Vec<(String, Type)> = func
             .params()
             .map(|(name, ty)| (name.to_owned(), ty))
             .collect();
@@ -51,7 +52,18 @@ pub(super) fn handlers(
         let func = component
             .get_export_index(Some(&instance_index), "handle")
             .ok_or_else(|| mismatch("`handle` cannot be looked up"))?;
-        handlers.insert(trigger, Handler { func, params });
+        let plans = params
+            .iter()
+            .map(|(_, ty)| std::sync::Arc::new(Plan::new(ty)))
+            .collect();
+        handlers.insert(
+            trigger,
+            Handler {
+                func,
+                params,
+                plans,
+            },
+        );
     }
     if handlers.is_empty() {
         return Err(PluginError::NoTrigger(other_exports));

@@ -6,7 +6,9 @@
 //! - [`nats`]: the distributed engine on NATS JetStream (`--streams`);
 //! - [`mapping`]: `[[event-sources]]` in `tenant.toml`;
 //! - [`records`]: a stored record as the Lambda event record of its kind;
-//! - [`ingest`]: the bodies `POST .../streams/{stream}/records` accepts.
+//! - [`ingest`]: the bodies `POST .../streams/{stream}/records` accepts;
+//! - [`shared_store`]: tenants' plugins and `tenant.toml` on NATS, shared
+//!   by several hosts (`serve --shared-plugins`).
 //!
 //! The consumers that run the mappings are a source
 //! (`sources::streams`); the routes are in `sources::http::streams`.
@@ -18,6 +20,7 @@ pub mod ingest;
 pub mod mapping;
 pub mod nats;
 pub mod records;
+pub mod shared_store;
 
 use engine::Engine;
 use serde::{Deserialize, Serialize};

@@ -134,7 +134,7 @@ fn store<E: std::fmt::Display>(error: E) -> EngineError {
 
 /// One JetStream token for any name: letters, digits and `-` as they
 /// are, every other byte `_` and two hex digits.
-fn token(name: &str) -> String {
+pub(super) fn token(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || byte == b'-' {
@@ -184,7 +184,7 @@ fn millis(time: async_nats::jetstream::message::Info<'_>) -> u64 {
 
 /// A bucket's stream, as `create_key_value` would make it, without the
 /// account query 2.9 cannot answer.
-fn bucket_config(bucket: &str) -> stream::Config {
+pub(super) fn bucket_config(bucket: &str) -> stream::Config {
     stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
@@ -564,7 +564,7 @@ fn dataset_key(id: &DatasetId) -> String {
 }
 
 /// Reads back a name [`token`] encoded.
-fn untoken(token: &str) -> Option<String> {
+pub(super) fn untoken(token: &str) -> Option<String> {
     let bytes = token.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

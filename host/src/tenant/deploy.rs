@@ -72,6 +72,13 @@ pub enum DeployError {
     Io(std::io::Error),
     #[error("written, but the reload did not take it: {0}")]
     NotLive(String),
+    #[error("the shared store failed: {0}")]
+    Store(crate::streams::engine::EngineError),
+    #[error(
+        "creating or removing a tenant over the API needs `serve --shared-plugins`; \
+         with a plugins folder, create or remove the tenant's folder"
+    )]
+    NotShared,
 }
 
 /// A plugin deployed and serving.
@@ -188,9 +195,16 @@ impl Tenants {
             .await
             .map_err(DeployError::InvalidPlugin)?;
         let file_name = format!("{stem}.wasm");
-        off_worker(move || write_atomically(&dir, &file_name, &bytes, 0o644))
-            .await
-            .map_err(DeployError::Io)?;
+        match self.shared() {
+            // Stored for every host, and written into this one's mirror.
+            Some(shared) => shared
+                .publish(tenant, &file_name, bytes)
+                .await
+                .map_err(DeployError::Store)?,
+            None => off_worker(move || write_atomically(&dir, &file_name, &bytes, 0o644))
+                .await
+                .map_err(DeployError::Io)?,
+        }
         let checked_in = started.elapsed();
         let reloaded = self.reload_for_deploy(tenant).await?;
         tracing::info!(
@@ -232,23 +246,15 @@ impl Tenants {
         self.current(tenant)?;
         let dir = self.dir().join(tenant);
         let file_name = format!("{stem}.wasm");
-        let removed = off_worker(move || -> std::io::Result<bool> {
-            let path = dir.join(&file_name);
-            // A plugin is any non-folder entry by that name (a link or a
-            // FIFO the folder refuses by name included); `symlink_metadata`
-            // does not follow a link.
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if !meta.is_dir() => {}
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(e),
-            }
-            std::fs::remove_file(&path)?;
-            std::fs::File::open(&dir)?.sync_all()?;
-            Ok(true)
-        })
-        .await
-        .map_err(DeployError::Io)?;
+        let removed = match self.shared() {
+            Some(shared) => shared
+                .unpublish(tenant, &file_name)
+                .await
+                .map_err(DeployError::Store)?,
+            None => remove_plugin_file(dir, file_name)
+                .await
+                .map_err(DeployError::Io)?,
+        };
         if !removed {
             return Err(DeployError::UnknownPlugin(stem));
         }
@@ -262,16 +268,44 @@ impl Tenants {
         Ok(())
     }
 
-    /// Replaces the `tenant.toml` of `tenant` with `text`, once it parses
-    /// strictly and resolves within what the operator allows the tenant,
-    /// and returns once the new settings serve. A tenant key must keep
-    /// itself in `[auth] deploy-keys` ([`DeployError::WouldLockOut`]).
-    pub async fn deploy_config(
+    /// The operator creates the tenant `tenant` in the shared store with
+    /// its first `tenant.toml`, checked before anything is created (a
+    /// refused file creates nothing), and returns once it serves; a tenant
+    /// that exists gets the new file. Only with a shared store: with a
+    /// plugins folder, a tenant is a folder the operator creates.
+    pub async fn create_tenant(
         &self,
         tenant: &str,
         text: &[u8],
-        by: &Deployer,
     ) -> Result<DeployedConfig, DeployError> {
+        let shared = self.shared().ok_or(DeployError::NotShared)?;
+        if !super::is_tenant_name(tenant) {
+            return Err(DeployError::UnknownTenant(tenant.to_owned()));
+        }
+        self.check_config(tenant, text, &Deployer::Operator)?;
+        {
+            let _turn = self.deploy_turn(tenant).await;
+            // A tenant with no tenant.toml has no keys: until the file
+            // below is stored, it refuses every request.
+            shared
+                .create_tenant(tenant)
+                .await
+                .map_err(DeployError::Store)?;
+            tracing::info!(tenant, "tenant created in the shared store");
+            self.reload_for_deploy(tenant).await?;
+        }
+        self.deploy_config(tenant, text, &Deployer::Operator).await
+    }
+
+    /// `text` as a `tenant.toml` of `tenant` deployed by `by`: UTF-8,
+    /// parsed strictly, keeping a deploying tenant key, within what the
+    /// operator allows the tenant.
+    fn check_config<'t>(
+        &self,
+        tenant: &str,
+        text: &'t [u8],
+        by: &Deployer,
+    ) -> Result<&'t str, DeployError> {
         let text = std::str::from_utf8(text)
             .map_err(|_| DeployError::InvalidConfig("the file is not UTF-8".to_owned()))?;
         let file = TenantFile::parse(text).map_err(DeployError::InvalidConfig)?;
@@ -282,14 +316,52 @@ impl Tenants {
         }
         Settings::resolve(file, self.operator().for_tenant(tenant))
             .map_err(DeployError::InvalidConfig)?;
+        Ok(text)
+    }
+
+    /// Removes the tenant `tenant` and all its files from the shared
+    /// store, and returns once this host no longer serves it (the others
+    /// follow as their watch brings the change).
+    pub async fn remove_tenant(&self, tenant: &str) -> Result<(), DeployError> {
+        let shared = self.shared().ok_or(DeployError::NotShared)?;
+        let _turn = self.deploy_turn(tenant).await;
+        if !shared
+            .remove_tenant(tenant)
+            .await
+            .map_err(DeployError::Store)?
+        {
+            return Err(DeployError::UnknownTenant(tenant.to_owned()));
+        }
+        tracing::info!(tenant, "tenant removed from the shared store");
+        self.reload_tenants([tenant.to_owned()]).await;
+        Ok(())
+    }
+
+    /// Replaces the `tenant.toml` of `tenant` with `text`, once it parses
+    /// strictly and resolves within what the operator allows the tenant,
+    /// and returns once the new settings serve. A tenant key must keep
+    /// itself in `[auth] deploy-keys` ([`DeployError::WouldLockOut`]).
+    pub async fn deploy_config(
+        &self,
+        tenant: &str,
+        text: &[u8],
+        by: &Deployer,
+    ) -> Result<DeployedConfig, DeployError> {
+        let text = self.check_config(tenant, text, by)?;
         let _turn = self.deploy_turn(tenant).await;
         self.current(tenant)?;
         let dir = self.dir().join(tenant);
         let bytes = text.as_bytes().to_vec();
-        // Secrets live in it: readable by the host's user only.
-        off_worker(move || write_atomically(&dir, TENANT_FILE, &bytes, 0o600))
-            .await
-            .map_err(DeployError::Io)?;
+        match self.shared() {
+            Some(shared) => shared
+                .publish(tenant, TENANT_FILE, bytes)
+                .await
+                .map_err(DeployError::Store)?,
+            // Secrets live in it: readable by the host's user only.
+            None => off_worker(move || write_atomically(&dir, TENANT_FILE, &bytes, 0o600))
+                .await
+                .map_err(DeployError::Io)?,
+        }
         tracing::info!(tenant, "tenant.toml deployed");
         let reloaded = self.reload_for_deploy(tenant).await?;
         if let Some(failure) = reloaded.failure_of(TENANT_FILE) {
@@ -315,12 +387,38 @@ impl Tenants {
     }
 }
 
+/// Removes the plugin file `dir/file_name` of a plugins folder; whether
+/// there was one.
+async fn remove_plugin_file(dir: std::path::PathBuf, file_name: String) -> std::io::Result<bool> {
+    off_worker(move || -> std::io::Result<bool> {
+        let path = dir.join(&file_name);
+        // A plugin is any non-folder entry by that name (a link or a
+        // FIFO the folder refuses by name included); `symlink_metadata`
+        // does not follow a link.
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_dir() => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        std::fs::remove_file(&path)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(true)
+    })
+    .await
+}
+
 /// Writes `dir/file_name` whole or not at all: to a new hidden name in the
 /// same folder (`O_EXCL`, never following a link), synced, renamed over
 /// the old file, and the folder synced, so neither the watcher nor a crash
 /// sees half a file. The temporary name does not end in `.wasm`, so a
 /// reload never loads it. Blocking.
-fn write_atomically(dir: &Path, file_name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(super) fn write_atomically(
+    dir: &Path,
+    file_name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     if !files::is_folder(dir) {

@@ -13,6 +13,7 @@ pub mod file;
 pub mod files;
 pub mod operator;
 pub mod registry;
+pub mod shared;
 pub mod watch;
 
 use crate::auth::AuthConfig;

@@ -38,6 +38,9 @@ pub struct Tenants {
     reloads: Mutex<BTreeMap<String, ReloadCounts>>,
     /// One deploy at a time per tenant (see `deploy.rs`).
     deploying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The shared store `dir` mirrors (`serve --shared-plugins`); none:
+    /// the folder is the tenants' source.
+    shared: Option<Arc<super::shared::Shared>>,
 }
 
 /// How a tenant's loads (the first included) ended.
@@ -81,7 +84,27 @@ impl Tenants {
             ready: AtomicBool::new(false),
             reloads: Mutex::default(),
             deploying: Mutex::default(),
+            shared: None,
         }
+    }
+
+    /// A registry of the shared store's tenants, loaded from the store's
+    /// mirror (see `tenant::shared`: start it with `shared::serve`);
+    /// deploys go to the store.
+    pub fn with_shared(
+        loader: PluginLoader,
+        operator: OperatorConfig,
+        shared: Arc<super::shared::Shared>,
+    ) -> Tenants {
+        Tenants {
+            shared: Some(shared.clone()),
+            ..Tenants::new(loader, operator, shared.dir())
+        }
+    }
+
+    /// The shared store this registry follows, if any.
+    pub fn shared(&self) -> Option<&Arc<super::shared::Shared>> {
+        self.shared.as_ref()
     }
 
     /// The first load of every tenant; the registry is ready once it

@@ -9,6 +9,10 @@
 //!   (at most 1 MiB), parsed strictly and resolved within the operator's
 //!   policy first.
 //!
+//! - `DELETE /v1/tenants/{tenant}`: removes the tenant and all its files
+//!   (an operator key, `serve --shared-plugins` only). There, an operator
+//!   key's `PUT .../config` to a tenant that does not exist creates it.
+//!
 //! Each needs `Authorization: Bearer <key>` with a key the tenant lists in
 //! `[auth] deploy-keys` (see `auth::rights`), or an operator key (see
 //! [`operator_deploys`]). What is refused changes nothing
@@ -19,7 +23,7 @@ use super::{
 };
 use crate::auth::{sigv4, Credentials};
 use crate::tenant::deploy::{DeployError, Deployer};
-use crate::tenant::{LoadFailure, Tenant, TENANT_FILE_MAX_BYTES};
+use crate::tenant::{is_tenant_name, LoadFailure, Tenant, TENANT_FILE_MAX_BYTES};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -69,7 +73,11 @@ fn deployer(
             RequestError::new(
                 StatusCode::NOT_FOUND,
                 RequestErrorKind::UnknownTenant,
-                format!("no tenant {name:?}: create its folder in the plugins folder first"),
+                if api.tenants.shared().is_some() {
+                    format!("no tenant {name:?}: deploy its tenant.toml first (PUT .../config), which creates it")
+                } else {
+                    format!("no tenant {name:?}: create its folder in the plugins folder first")
+                },
             )
         })?;
         return Ok((tenant, Deployer::Operator));
@@ -112,6 +120,12 @@ impl From<DeployError> for RequestError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 RequestErrorKind::DeployFailed,
             ),
+            // The shared store did not answer: nothing was stored, try again.
+            DeployError::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                RequestErrorKind::DeployFailed,
+            ),
+            DeployError::NotShared => (StatusCode::BAD_REQUEST, RequestErrorKind::InvalidRequest),
         };
         if status.is_server_error() {
             tracing::error!(%error, "deploy failed");
@@ -174,7 +188,17 @@ pub(super) async fn put_config(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, RequestError> {
-    let (tenant, by) = deployer(&api, &tenant, &headers)?;
+    // With a shared store, the operator creates a tenant by deploying its
+    // first tenant.toml.
+    let creates = api.tenants.shared().is_some()
+        && is_tenant_name(&tenant)
+        && api.tenants.tenant(&tenant).is_none()
+        && operator_deploys(&api, &headers);
+    let by = if creates {
+        None
+    } else {
+        Some(deployer(&api, &tenant, &headers)?)
+    };
     let bytes = read_body_within(
         &headers,
         body,
@@ -182,7 +206,10 @@ pub(super) async fn put_config(
         ", the largest tenant.toml",
     )
     .await?;
-    let deployed = api.tenants.deploy_config(&tenant.name, &bytes, &by).await?;
+    let deployed = match by {
+        Some((tenant, by)) => api.tenants.deploy_config(&tenant.name, &bytes, &by).await?,
+        None => api.tenants.create_tenant(&tenant, &bytes).await?,
+    };
     Ok(Json(json!({
         "tenant": deployed.tenant,
         "config": "tenant.toml",
@@ -190,6 +217,25 @@ pub(super) async fn put_config(
         "errors": failures(&deployed.failures),
     }))
     .into_response())
+}
+
+/// `DELETE /v1/tenants/{tenant}`: the operator removes a tenant from the
+/// shared store; every host stops serving it.
+pub(super) async fn delete_tenant(
+    State(api): State<Api>,
+    super::PathName(tenant): super::PathName,
+    headers: HeaderMap,
+) -> Result<Response, RequestError> {
+    check_tenant_name(&tenant)?;
+    if !operator_deploys(&api, &headers) {
+        return Err(RequestError::new(
+            StatusCode::UNAUTHORIZED,
+            RequestErrorKind::Unauthorized,
+            "removing a tenant takes an operator key (serve --admin-keys)",
+        ));
+    }
+    api.tenants.remove_tenant(&tenant).await?;
+    Ok(Json(json!({"tenant": tenant, "deleted": true})).into_response())
 }
 
 /// The tenant's files that do not load, as `GET .../plugins` lists them.

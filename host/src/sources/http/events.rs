@@ -1,14 +1,13 @@
 //! The `/v1` routes: events, a tenant's plugins, and health.
 
 use super::{
-    authorization, chain_status, check_tenant_name, log_tail, parse_event, read_body, Api,
-    PathName, RequestError, RequestErrorKind,
+    authorization, chain_status, check_tenant_name, json_response, log_tail, parse_event,
+    read_body, Api, PathName, RequestError, RequestErrorKind,
 };
 use crate::auth::{sigv4, Credentials};
 use crate::dispatch::ChainError;
 use crate::tenant::Tenant;
-use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -89,15 +88,18 @@ fn chain_error_body(error: &ChainError) -> Value {
 pub(super) async fn event(
     State(api): State<Api>,
     PathName(tenant): PathName,
-    headers: HeaderMap,
-    body: Body,
+    // The request whole rather than `HeaderMap`, which clones the headers.
+    request: Request,
 ) -> Result<Response, RequestError> {
-    let tenant = authorized_tenant(&api, &tenant, &headers)?;
-    let tail = log_tail::wanted(&headers)?;
-    let event = parse_event(&read_body(&headers, body).await?)?;
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let tenant = authorized_tenant(&api, &tenant, headers)?;
+    let tail = log_tail::wanted(headers)?;
+    let body = read_body(headers, body).await?;
+    let event = parse_event(&body)?;
     let (result, lines) = log_tail::dispatch(&api, &tenant, event, tail).await;
     let mut response = match result? {
-        Ok(event) => Json(event).into_response(),
+        Ok(event) => json_response(StatusCode::OK, &event, body.len()),
         Err(error) => (chain_status(error.kind), Json(chain_error_body(&error))).into_response(),
     };
     log_tail::attach(&mut response, lines.as_deref());

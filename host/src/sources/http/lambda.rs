@@ -110,7 +110,7 @@ async fn invoke_inner(
     let tail = log_tail::wanted(&headers)?;
     let (result, lines) = log_tail::dispatch(&api, &tenant, event, tail).await;
     let mut response = match result? {
-        Ok(event) => Json(event).into_response(),
+        Ok(event) => super::json_response(StatusCode::OK, &event, body.len()),
         Err(error) => {
             let mut response = Json(json!({
                 "errorMessage": error.message,

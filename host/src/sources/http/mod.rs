@@ -97,6 +97,10 @@ pub fn router(api: Api) -> Router {
         )
         .route("/v1/tenants/{tenant}/config", put(deploy::put_config))
         .route(
+            "/v1/tenants/{tenant}",
+            axum::routing::delete(deploy::delete_tenant),
+        )
+        .route(
             "/2015-03-31/functions/{function}/invocations",
             post(lambda::invoke),
         )
@@ -367,6 +371,26 @@ async fn discard(mut body: Body) {
             Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
             _ => break,
         }
+    }
+}
+
+/// `value` as a JSON answer, written once into a buffer of about
+/// `size_hint` bytes (an event comes back about as large as it came, so
+/// the request body's length), instead of one that starts small and grows.
+pub(crate) fn json_response(status: StatusCode, value: &Value, size_hint: usize) -> Response {
+    let mut body = Vec::with_capacity(size_hint + size_hint / 4 + 64);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        // A `Value` always serializes; kept as axum's `Json` answers.
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }
 

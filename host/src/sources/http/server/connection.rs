@@ -6,6 +6,7 @@ use super::service::ApiService;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
@@ -32,22 +33,6 @@ pub(super) struct PhaseState {
     pub(super) requests: u64,
 }
 
-impl PhaseState {
-    /// Sets the deadline; says whether it is sooner than the one the
-    /// connection's task may be sleeping until. (A later one needs no
-    /// wake-up: the task wakes at the old one, finds it has moved, and
-    /// sleeps again; that saves waking it on every request.)
-    pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) -> bool {
-        let sooner = match (self.deadline, deadline) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(old), Some(new)) => new < old,
-        };
-        self.deadline = deadline;
-        sooner
-    }
-}
-
 /// One accepted connection: its slot, its phase and the clock of it.
 pub(super) struct Connection {
     pub(super) registry: Arc<Registry>,
@@ -58,7 +43,8 @@ pub(super) struct Connection {
     pub(super) idle: AtomicBool,
     /// Closed to make room (its slot already given back).
     pub(super) evicted: AtomicBool,
-    /// Wakes the connection's task to look at its deadline again.
+    /// Wakes the connection's task when another task evicts it. (Phase
+    /// changes need none: they happen in the connection's own task.)
     pub(super) changed: Notify,
 }
 
@@ -83,26 +69,25 @@ impl Connection {
     pub(super) fn enter(self: &Arc<Self>, phase: Phase) {
         let limits = &self.registry.limits;
         let now = Instant::now();
-        let (idle_since, sooner) = {
+        let idle_since = {
             let mut state = self.state.lock().unwrap();
             if phase == Phase::InFlight {
                 state.requests += 1;
             }
             state.phase = phase;
-            let sooner = state.set_deadline(match phase {
+            // No wake-up: this runs in the connection's task, whose clock
+            // reads the new deadline when the task is next polled.
+            state.deadline = match phase {
                 Phase::Headers => Some(now + limits.header_timeout),
                 Phase::InFlight => None,
                 Phase::Sending => Some(now + limits.body_timeout),
                 Phase::Idle => Some(now + limits.idle_timeout),
-            });
+            };
             self.idle.store(phase == Phase::Idle, Ordering::Relaxed);
-            ((phase == Phase::Idle).then_some(state.requests), sooner)
+            (phase == Phase::Idle).then_some(state.requests)
         };
         if let Some(requests) = idle_since {
             self.registry.push_waiting(self, requests);
-        }
-        if sooner {
-            self.changed.notify_one();
         }
     }
 
@@ -113,14 +98,10 @@ impl Connection {
         }
         let mut state = self.state.lock().unwrap();
         if state.phase == Phase::Idle {
+            // Read by the connection's task (as in `enter`): no wake-up.
             state.phase = Phase::Headers;
-            let sooner =
-                state.set_deadline(Some(Instant::now() + self.registry.limits.header_timeout));
+            state.deadline = Some(Instant::now() + self.registry.limits.header_timeout);
             self.idle.store(false, Ordering::Relaxed);
-            drop(state);
-            if sooner {
-                self.changed.notify_one();
-            }
         }
     }
 
@@ -171,13 +152,18 @@ impl Connection {
         // while a keep-alive connection is idle. The clocks are ours.
         let http = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
         let mut http = pin!(http);
+        // One timer for the connection's life, moved to each new deadline.
+        let mut clock = Clock::new();
         let mut draining = false;
         loop {
             if self.evicted.load(Ordering::Relaxed) {
                 break;
             }
-            let deadline = self.state.lock().unwrap().deadline;
             tokio::select! {
+                // In this order: serving a request moves the connection to
+                // its next phase, and the clock reads the new deadline in
+                // the same poll, with no wake-up of its own.
+                biased;
                 result = http.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(peer = %self.peer, %error, "connection ended with an error");
@@ -185,18 +171,69 @@ impl Connection {
                     break;
                 }
                 () = self.changed.notified() => {}
-                () = sleep_until(deadline) => {
+                _ = stopped.changed(), if !draining => {
+                    draining = true;
+                    http.as_mut().graceful_shutdown();
+                }
+                () = clock.until(&self) => {
                     if let Some(phase) = self.expired() {
                         tracing::debug!(peer = %self.peer, ?phase, "connection closed: past its deadline");
                         break;
                     }
                 }
-                _ = stopped.changed(), if !draining => {
-                    draining = true;
-                    http.as_mut().graceful_shutdown();
-                }
             }
         }
+    }
+}
+
+/// The connection's clock: one timer for the connection's life, which
+/// follows the deadline of the current phase.
+///
+/// The phases change inside the connection's own task (hyper reads, calls
+/// the service and writes the answer there), so reading the deadline at
+/// every poll of the task follows every change without a wake-up; only an
+/// eviction, from another task, needs `changed`. A sooner deadline moves
+/// the timer; a later one (most changes: each phase's clock starts now)
+/// leaves it, and when it fires at the earlier time it is moved on: a
+/// busy keep-alive connection touches the timer about once per header
+/// timeout, not on every request.
+pub(super) struct Clock {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: None,
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.armed = Some(at);
+    }
+
+    /// Completes once the deadline of the connection's phase has passed
+    /// (never while the phase has none).
+    fn until<'a>(&'a mut self, connection: &'a Connection) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            let Some(at) = connection.state.lock().unwrap().deadline else {
+                return Poll::Pending;
+            };
+            if self.armed.is_none_or(|armed| at < armed) {
+                self.arm(at);
+            }
+            loop {
+                std::task::ready!(self.sleep.as_mut().poll(cx));
+                if self.armed.is_some_and(|armed| at <= armed) {
+                    return Poll::Ready(());
+                }
+                // It fired at an earlier deadline; the phase has moved on.
+                self.arm(at);
+            }
+        })
     }
 }
 
@@ -210,13 +247,6 @@ impl Drop for SlotGuard {
         if !self.0.evicted.swap(true, Ordering::Relaxed) {
             self.0.registry.release(self.0.client);
         }
-    }
-}
-
-pub(super) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -660,19 +660,19 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_record()
         // Each host in turn: SIGTERM, drained and exited, started again on
         // its port, back in HAProxy's rotation; then the next.
         let mut logs = Vec::new();
-        for i in 0..addrs.len() {
+        for (i, host) in hosts.iter_mut().enumerate() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let before = seen.lock().unwrap().events;
-            terminate(&hosts[i]);
-            let exit = exit_within(&mut hosts[i], Duration::from_secs(25)).await;
+            terminate(host);
+            let exit = exit_within(host, Duration::from_secs(25)).await;
             assert!(
                 exit.success(),
                 "host{} exited {exit:?}\n{}",
                 i + 1,
-                hosts[i].last_log()
+                host.last_log()
             );
-            logs.push(hosts[i].last_log());
-            hosts[i] = start(i).await.unwrap();
+            logs.push(host.last_log());
+            *host = start(i).await.unwrap();
             haproxy.wait_up(&client, &format!("host{}", i + 1)).await;
             let during = seen.lock().unwrap().events - before;
             assert!(

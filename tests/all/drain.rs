@@ -112,7 +112,7 @@ async fn sigterm_says_draining_then_finishes_the_requests_in_flight() {
             tokio::spawn(async move { sign_up(&client, &base).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_a_call_begins(&host).await;
     terminate(&host);
     let signalled = Instant::now();
 
@@ -195,7 +195,7 @@ async fn a_second_signal_or_the_drain_timeout_ends_the_host_at_once() {
         let (client, base) = (client.clone(), host.base.clone());
         tokio::spawn(async move { sign_up(&client, &base).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_a_call_begins(&host).await;
     terminate(&host);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(host.child.try_wait().unwrap().is_none(), "still draining");
@@ -221,7 +221,7 @@ async fn a_second_signal_or_the_drain_timeout_ends_the_host_at_once() {
         let (client, base) = (client.clone(), host.base.clone());
         tokio::spawn(async move { sign_up(&client, &base).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_a_call_begins(&host).await;
     terminate(&host);
     let signalled = Instant::now();
     let exit = exit_within(&mut host, Duration::from_secs(3)).await;
@@ -241,6 +241,21 @@ async fn a_second_signal_or_the_drain_timeout_ends_the_host_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(request.await.unwrap().is_err(), "the request was abandoned");
+}
+
+/// Waits (at most 10 s) until the host's slow plugin has begun a call:
+/// on a machine busy with other tests, a fixed pause may end before the
+/// request reaches it.
+async fn until_a_call_begins(host: &ServeProcess) {
+    let started = Instant::now();
+    while !host.last_log().contains("slow: waiting") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the slow call never began\n{}",
+            host.last_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The `TF_LEASES` bucket as the hosts keep it, read from outside.

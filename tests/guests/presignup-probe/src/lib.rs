@@ -3,9 +3,9 @@
 //! - `copy`: sets autoVerifyEmail to the autoConfirmUser it was given, so
 //!   a test can see what an earlier plugin of the chain left;
 //! - `deny`: refuses with config `message`;
-//! - `slow`: waits config `ms` milliseconds (in the host's clock, using no
-//!   CPU), then sets autoConfirmUser: a request that is in flight for a
-//!   while.
+//! - `slow`: logs `slow: waiting` (so a test knows the call has begun),
+//!   waits config `ms` milliseconds (in the host's clock, using no CPU),
+//!   then sets autoConfirmUser: a request that is in flight for a while.
 
 triggerfish_sdk::bindings!("../../../wit", "triggerfish:user-pool/pre-sign-up-plugin");
 
@@ -24,6 +24,7 @@ impl Guest for Probe {
                 let ms = config::require("ms")?
                     .parse()
                     .map_err(|e| format!("ms: {e}"))?;
+                triggerfish_sdk::info!("slow: waiting {ms} ms");
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 response.auto_confirm_user = Some(true);
             }

@@ -150,6 +150,12 @@ fn check_answer(name: &str, url: &str) -> anyhow::Result<()> {
 
 /// HTTP on loopback: Triggerfish, Node.js (one process and a cluster),
 /// native axum; wrk on the same machine.
+/// A profile of one request under wrk and how the figures should grow on
+/// more cores: measured by hand with `perf` (its set-up is in the text),
+/// kept beside the figures each run writes, and redone when the request
+/// path changes.
+const PROFILE: &str = include_str!("http_profile.md");
+
 pub fn http(seconds: u64) -> anyhow::Result<String> {
     let bench = std::env::current_exe()?;
     let triggerfish = server_binary()?;
@@ -327,7 +333,7 @@ pub fn http(seconds: u64) -> anyhow::Result<String> {
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
     Ok(format!(
-        "## HTTP, 3-plugin PreSignUp chain\n\nLoopback, keep-alive, wrk on the same {cores}-core machine ({seconds} s per run after a 2 s warm-up; {ROUNDS} rounds, the servers taking turns; requests per second as the median of the rounds (min–max), p50 and p99 as the median of the rounds' own), the ~1 KB event; load average {load} at the end. Triggerfish runs as a host would: a bearer key checked on every request, the operator's metrics and recent history on, and the tenant's concurrency quota raised by the operator to 128 (the default, 16, would refuse most of 64 connections with 429). The Node.js server runs the same three handlers as JavaScript modules looped over by an index file the way Amplify generates it, in one process and as a cluster of one worker per core; the native server runs them as Rust functions in axum with no sandbox.\n\n{}\n{ratios}",
+        "## HTTP, 3-plugin PreSignUp chain\n\nLoopback, keep-alive, wrk on the same {cores}-core machine ({seconds} s per run after a 2 s warm-up; {ROUNDS} rounds, the servers taking turns; requests per second as the median of the rounds (min–max), p50 and p99 as the median of the rounds' own), the ~1 KB event; load average {load} at the end. Triggerfish runs as a host would: a bearer key checked on every request, the operator's metrics and recent history on, and the tenant's concurrency quota raised by the operator to 128 (the default, 16, would refuse most of 64 connections with 429). The Node.js server runs the same three handlers as JavaScript modules looped over by an index file the way Amplify generates it, in one process and as a cluster of one worker per core; the native server runs them as Rust functions in axum with no sandbox.\n\n{}\n{ratios}\n{PROFILE}",
         table(&["server", "connections", "requests/s", "p50", "p99", "non-2xx"], &rows),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
     ))

@@ -288,20 +288,20 @@ fn calls() -> anyhow::Result<String> {
         let runtime = runtime_with(Metering::default());
         let one = load(runtime, &dir, "chain1").await;
         let event = event();
-        triggerfish::dispatch::call::store_reuse(&one, &event, 3, 200).await;
+        triggerfish::dispatch::call::measure::store_reuse(&one, &event, 3, 200).await;
         let mut runs = Vec::new();
         for _ in 0..5 {
-            runs.push(triggerfish::dispatch::call::store_reuse(&one, &event, 3, 1000).await);
+            runs.push(triggerfish::dispatch::call::measure::store_reuse(&one, &event, 3, 1000).await);
         }
         let mut separate: Vec<Duration> = runs.iter().map(|r| r.0).collect();
         let mut shared: Vec<Duration> = runs.iter().map(|r| r.1).collect();
         separate.sort();
         shared.sort();
         let (separate, shared) = (separate[2], shared[2]);
-        triggerfish::dispatch::call::instance_reuse(&one, &event, 3, 200).await;
+        triggerfish::dispatch::call::measure::instance_reuse(&one, &event, 3, 200).await;
         let mut runs = Vec::new();
         for _ in 0..5 {
-            runs.push(triggerfish::dispatch::call::instance_reuse(&one, &event, 3, 1000).await);
+            runs.push(triggerfish::dispatch::call::measure::instance_reuse(&one, &event, 3, 1000).await);
         }
         let mut fresh: Vec<Duration> = runs.iter().map(|r| r.0).collect();
         let mut reused: Vec<Duration> = runs.iter().map(|r| r.1).collect();
@@ -309,8 +309,8 @@ fn calls() -> anyhow::Result<String> {
         reused.sort();
         let (fresh, reused) = (fresh[2], reused[2]);
         format!(
-            "What the fresh instance per call costs, measured the same way but never done by the host (`triggerfish::dispatch::call::instance_reuse`: one instance called 3 times, its state surviving from call to call): a fresh instance and store per call {}, one instance for the three {} ({}). The conversion, scheduler and tracing are outside both.\n\n\
-            One store per chain attempt instead of one per call (`triggerfish::dispatch::call::store_reuse`: the plugin instantiated and called 3 times in a row, each time in a fresh instance, the mean per call over 1000 rounds, the median of 5 runs): a store per call {}, one store for the three {} ({}).\n\n",
+            "What the fresh instance per call costs, measured the same way but never done by the host (`triggerfish::dispatch::call::measure::instance_reuse`: one instance called 3 times, its state surviving from call to call): a fresh instance and store per call {}, one instance for the three {} ({}). The conversion, scheduler and tracing are outside both.\n\n\
+            One store per chain attempt instead of one per call (`triggerfish::dispatch::call::measure::store_reuse`: the plugin instantiated and called 3 times in a row, each time in a fresh instance, the mean per call over 1000 rounds, the median of 5 runs): a store per call {}, one store for the three {} ({}).\n\n",
             us(fresh),
             us(reused),
             ratio(reused, fresh),
@@ -377,22 +377,24 @@ fn small_event() -> Value {
 }
 
 /// Where one plugin call's time goes, phase by phase
-/// (`triggerfish::dispatch::call::phases`), and what each string or list
+/// (`triggerfish::dispatch::call::measure::phases`), and what each string or list
 /// lowered into the guest costs (the full event against one with fewer).
 async fn breakdown(tenant: &Tenant) -> String {
     const ROUNDS: u32 = 4000;
     let event = event();
     let small = small_event();
     // Warm up, then alternate the two events so both see the same load.
-    triggerfish::dispatch::call::phases(tenant, &event, 500).await;
+    triggerfish::dispatch::call::measure::phases(tenant, &event, 500).await;
     let mut full = Vec::new();
     let mut fewer = Vec::new();
     let mut reallocs = (0, 0);
     for _ in 0..5 {
-        let (phases, n) = triggerfish::dispatch::call::phases(tenant, &event, ROUNDS).await;
+        let (phases, n) =
+            triggerfish::dispatch::call::measure::phases(tenant, &event, ROUNDS).await;
         full.push(phases);
         reallocs.0 = n;
-        let (phases, n) = triggerfish::dispatch::call::phases(tenant, &small, ROUNDS).await;
+        let (phases, n) =
+            triggerfish::dispatch::call::measure::phases(tenant, &small, ROUNDS).await;
         fewer.push(phases);
         reallocs.1 = n;
     }
@@ -421,7 +423,7 @@ async fn breakdown(tenant: &Tenant) -> String {
     let per_realloc = (median(&full, call).as_secs_f64() - median(&fewer, call).as_secs_f64())
         / (reallocs.0 - reallocs.1) as f64;
     format!(
-        "### Where one call's time goes\n\nThe 1-plugin chain's call taken apart (`triggerfish::dispatch::call::phases`: each phase timed on its own, the mean of {ROUNDS} calls, the median of 5 runs; the sum is a little more than a whole call). Lowering this event's arguments calls the guest's `cabi_realloc` {} times (one per string and per list, and one for the arguments' area); with one user attribute and no validation data or client metadata, {} times, and the call phase is {} shorter: about {} per string or list lowered, {} of the call phase for this event.\n\n{}\n",
+        "### Where one call's time goes\n\nThe 1-plugin chain's call taken apart (`triggerfish::dispatch::call::measure::phases`: each phase timed on its own, the mean of {ROUNDS} calls, the median of 5 runs; the sum is a little more than a whole call). Lowering this event's arguments calls the guest's `cabi_realloc` {} times (one per string and per list, and one for the arguments' area); with one user attribute and no validation data or client metadata, {} times, and the call phase is {} shorter: about {} per string or list lowered, {} of the call phase for this event.\n\n{}\n",
         reallocs.0,
         reallocs.1,
         us(median(&full, call).saturating_sub(median(&fewer, call))),
@@ -445,15 +447,17 @@ fn concurrent_teardown(dir: &PluginsDir) -> anyhow::Result<String> {
         let runtime = runtime_with(Metering::default());
         let tenant = Arc::new(load(runtime, dir, "chain1").await);
         let event = Arc::new(event());
-        triggerfish::dispatch::call::phases(&tenant, &event, 500).await;
+        triggerfish::dispatch::call::measure::phases(&tenant, &event, 500).await;
         let mut alone = Vec::new();
         let mut together = Vec::new();
         for _ in 0..3 {
             let (t, e) = (tenant.clone(), event.clone());
             alone.push(
-                tokio::spawn(
-                    async move { triggerfish::dispatch::call::phases(&t, &e, ROUNDS).await.0 },
-                )
+                tokio::spawn(async move {
+                    triggerfish::dispatch::call::measure::phases(&t, &e, ROUNDS)
+                        .await
+                        .0
+                })
                 .await
                 .expect("a run"),
             );
@@ -461,7 +465,9 @@ fn concurrent_teardown(dir: &PluginsDir) -> anyhow::Result<String> {
                 .map(|_| {
                     let (t, e) = (tenant.clone(), event.clone());
                     tokio::spawn(async move {
-                        triggerfish::dispatch::call::phases(&t, &e, ROUNDS).await.0
+                        triggerfish::dispatch::call::measure::phases(&t, &e, ROUNDS)
+                            .await
+                            .0
                     })
                 })
                 .collect();

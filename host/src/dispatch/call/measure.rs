@@ -1,0 +1,362 @@
+//! Where a plugin call's time goes, and what the host's isolation costs:
+//! each phase of [`Call::run`](super::Call::run) timed on its own, and what
+//! sharing a store or an instance between calls would save (which the host
+//! never does). For the benchmarks (`triggerfish-bench`); nothing here is
+//! on the request path.
+
+use super::*;
+
+/// Where the time of one plugin call goes, phase by phase: the first
+/// plugin of `tenant`'s chain for `event`, run `rounds` times the way
+/// [`Call::run`] runs it, with each phase timed on its own. Returns each
+/// phase's mean, in the order it happens, and how many times lowering the
+/// arguments calls the guest's `cabi_realloc`. For the benchmarks
+/// (`triggerfish-bench`); not part of the host's API.
+///
+/// The phases add up to a little more than a real call (each is timed on
+/// its own clock read). Panics if the event does not route or no plugin
+/// serves it, or if the call fails.
+#[doc(hidden)]
+pub async fn phases(
+    tenant: &crate::tenant::Tenant,
+    event: &serde_json::Value,
+    rounds: u32,
+) -> (Vec<(&'static str, std::time::Duration)>, usize) {
+    use crate::families::Args;
+    use crate::trigger::Trigger;
+    use std::time::{Duration, Instant as Clock};
+
+    const NAMES: [&str; 10] = [
+        "JSON to component values",
+        "tracing span",
+        "instance slot and scheduler registration",
+        "WASI context and call state",
+        "store creation",
+        "instantiation",
+        "the call: lowering, the guest, lifting, post-return",
+        "output checks",
+        "teardown and memory reset",
+        "component values to JSON",
+    ];
+    let trigger = Trigger::route(event).expect("a routable event");
+    let plugin = tenant
+        .plugins
+        .iter()
+        .find(|p| p.serves(trigger))
+        .expect("a plugin serving the event");
+    let handler = &plugin.compiled.handlers[&trigger];
+    let settings = tenant.settings_for(&plugin.name);
+    let call = Call {
+        tenant: &tenant.name,
+        plugin,
+        handler,
+        limits: &settings.limits,
+        config: settings.config.clone(),
+        outbound: settings.outbound.clone(),
+        log_budget: LogBudget::new(tenant.limits.log_bytes),
+        log_tail: None,
+        deadline: Instant::now() + tenant.limits.timeout,
+        budget: tenant.limits.timeout,
+    };
+    let runtime = &plugin.compiled.runtime;
+    let reallocs = reallocs_to_lower(
+        &Args::from_event(trigger, handler, event)
+            .expect("a convertible event")
+            .values,
+    );
+    let mut spent = [Duration::ZERO; NAMES.len()];
+    for _ in 0..rounds {
+        // The chain takes the event by value: its copy is not a phase.
+        let owned = event.clone();
+        let mut at = Clock::now();
+        let mut lap = |phase: usize| {
+            let now = Clock::now();
+            spent[phase] += now - at;
+            at = now;
+        };
+        let mut args = Args::from_event(trigger, handler, event).expect("a convertible event");
+        lap(0);
+        let span = tracing::info_span!(
+            "plugin",
+            plugin = %plugin.name,
+            outcome = field::Empty,
+            duration_us = field::Empty,
+            fuel = field::Empty,
+        );
+        lap(1);
+        let slot = runtime.instance_slot().await;
+        let turn = runtime.scheduler().register(&tenant.name);
+        let _ = turn.run(call.deadline, async {}).await;
+        lap(2);
+        let mut state = CallState::new(
+            call.limits,
+            call.config.clone(),
+            call.outbound.clone(),
+            call.log_budget.clone(),
+        );
+        state.turn = Some(turn.clone());
+        lap(3);
+        let mut store = plugin
+            .compiled
+            .new_store(state, call.limits.fuel)
+            .expect("a store");
+        store.set_hostcall_fuel(hostcall_data_limit(call.limits.output_bytes));
+        lap(4);
+        let instance = plugin
+            .compiled
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("an instance");
+        lap(5);
+        let func = instance
+            .get_func(&mut store, handler.func)
+            .expect("the handler");
+        let mut results = [Val::Bool(false)];
+        func.call_async(&mut store, &args.values, &mut results)
+            .await
+            .expect("the call returns");
+        lap(6);
+        let Ok(Ok(returned)) = call.take_result(results) else {
+            panic!("the plugin denied the event or returned an invalid output");
+        };
+        span.record("outcome", "ok");
+        lap(7);
+        drop(store);
+        drop(slot);
+        drop(turn);
+        lap(8);
+        args.fold(returned).expect("a foldable output");
+        std::hint::black_box(args.into_event(owned).expect("JSON"));
+        lap(9);
+    }
+    let phases = NAMES
+        .iter()
+        .zip(spent)
+        .map(|(name, total)| (*name, total / rounds))
+        .collect();
+    (phases, reallocs)
+}
+
+/// How many times lowering `values` calls the guest's `cabi_realloc`: once
+/// for every string and every list, and once for the arguments' own area
+/// when they do not fit in registers (more than 16 flat values; an absent
+/// option is counted as one, so this can miss the area for arguments with
+/// many absent options).
+fn reallocs_to_lower(values: &[Val]) -> usize {
+    fn count(value: &Val) -> (usize, usize) {
+        // (reallocs, flat values)
+        match value {
+            Val::String(_) => (1, 2),
+            Val::List(items) => (1 + items.iter().map(|i| count(i).0).sum::<usize>(), 2),
+            Val::Record(fields) => fields.iter().fold((0, 0), |(r, f), (_, v)| {
+                let (r2, f2) = count(v);
+                (r + r2, f + f2)
+            }),
+            Val::Tuple(items) => items.iter().fold((0, 0), |(r, f), v| {
+                let (r2, f2) = count(v);
+                (r + r2, f + f2)
+            }),
+            Val::Option(Some(inner)) | Val::Variant(_, Some(inner)) => {
+                let (r, f) = count(inner);
+                (r, f + 1)
+            }
+            Val::Option(None) | Val::Variant(_, None) => (0, 1),
+            _ => (0, 1),
+        }
+    }
+    let (reallocs, flat) = values.iter().fold((0, 0), |(r, f), v| {
+        let (r2, f2) = count(v);
+        (r + r2, f + f2)
+    });
+    reallocs + usize::from(flat > 16)
+}
+
+/// What sharing one store between the calls of a chain attempt would
+/// save: the first plugin of `tenant`'s chain for `event` called `calls`
+/// times in a row, each in a fresh instance, once with a store for each
+/// call and once in one store (its call state replaced and its fuel and
+/// deadline reset between calls), `rounds` times each. Returns the mean
+/// per call of each way. For the benchmarks (`triggerfish-bench`); not
+/// part of the host's API. Panics if a call fails.
+#[doc(hidden)]
+pub async fn store_reuse(
+    tenant: &crate::tenant::Tenant,
+    event: &serde_json::Value,
+    calls: u32,
+    rounds: u32,
+) -> (std::time::Duration, std::time::Duration) {
+    use crate::families::Args;
+    use crate::trigger::Trigger;
+    use std::time::Instant as Clock;
+
+    let trigger = Trigger::route(event).expect("a routable event");
+    let plugin = tenant
+        .plugins
+        .iter()
+        .find(|p| p.serves(trigger))
+        .expect("a plugin serving the event");
+    let handler = &plugin.compiled.handlers[&trigger];
+    let limits = &tenant.settings_for(&plugin.name).limits;
+    let config = tenant.settings_for(&plugin.name).config.clone();
+    let outbound = tenant.settings_for(&plugin.name).outbound.clone();
+    let args = Args::from_event(trigger, handler, event).expect("a convertible event");
+    let runtime = &plugin.compiled.runtime;
+    let state = || {
+        CallState::new(
+            limits,
+            config.clone(),
+            outbound.clone(),
+            LogBudget::new(tenant.limits.log_bytes),
+        )
+    };
+    let (mut separate, mut shared) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for _ in 0..rounds {
+        let started = Clock::now();
+        for _ in 0..calls {
+            let _slot = runtime.instance_slot().await;
+            let mut store = plugin
+                .compiled
+                .new_store(state(), limits.fuel)
+                .expect("a store");
+            store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
+            call_once(plugin, handler, &mut store, &args.values).await;
+        }
+        separate += started.elapsed();
+
+        let started = Clock::now();
+        let mut slots = Vec::new();
+        let mut store: Option<wasmtime::Store<CallState>> = None;
+        for _ in 0..calls {
+            slots.push(runtime.instance_slot().await);
+            let store = match &mut store {
+                Some(store) => {
+                    *store.data_mut() = state();
+                    if runtime.config().metering.fuel {
+                        store.set_fuel(limits.fuel).expect("fuel");
+                    }
+                    if runtime.config().metering.epochs {
+                        store.set_epoch_deadline(1);
+                    }
+                    store
+                }
+                None => store.insert(
+                    plugin
+                        .compiled
+                        .new_store(state(), limits.fuel)
+                        .expect("a store"),
+                ),
+            };
+            store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
+            call_once(plugin, handler, store, &args.values).await;
+        }
+        drop(store);
+        drop(slots);
+        shared += started.elapsed();
+    }
+    let per_call = |total: std::time::Duration| total / (rounds * calls);
+    (per_call(separate), per_call(shared))
+}
+
+/// A fresh instance of `plugin` in `store`, and one call of its handler.
+async fn call_once(
+    plugin: &Plugin,
+    handler: &Handler,
+    store: &mut wasmtime::Store<CallState>,
+    args: &[Val],
+) {
+    let instance = plugin
+        .compiled
+        .pre
+        .instantiate_async(&mut *store)
+        .await
+        .expect("an instance");
+    let func = instance
+        .get_func(&mut *store, handler.func)
+        .expect("the handler");
+    let mut results = [Val::Bool(false)];
+    func.call_async(&mut *store, args, &mut results)
+        .await
+        .expect("the call returns");
+    std::hint::black_box(results);
+}
+
+/// What a fresh instance per call costs: the first plugin of `tenant`'s
+/// chain for `event` called `calls` times in one instance (what the host
+/// never does: state would survive from call to call), against a fresh
+/// instance and store for each call, `rounds` times each. Returns the mean
+/// per call of each way. For the benchmarks; not part of the host's API.
+/// Panics if a call fails.
+#[doc(hidden)]
+pub async fn instance_reuse(
+    tenant: &crate::tenant::Tenant,
+    event: &serde_json::Value,
+    calls: u32,
+    rounds: u32,
+) -> (std::time::Duration, std::time::Duration) {
+    use crate::families::Args;
+    use crate::trigger::Trigger;
+    use std::time::Instant as Clock;
+
+    let trigger = Trigger::route(event).expect("a routable event");
+    let plugin = tenant
+        .plugins
+        .iter()
+        .find(|p| p.serves(trigger))
+        .expect("a plugin serving the event");
+    let handler = &plugin.compiled.handlers[&trigger];
+    let settings = tenant.settings_for(&plugin.name);
+    let args = Args::from_event(trigger, handler, event).expect("a convertible event");
+    let runtime = &plugin.compiled.runtime;
+    let state = || {
+        CallState::new(
+            &settings.limits,
+            settings.config.clone(),
+            settings.outbound.clone(),
+            LogBudget::new(tenant.limits.log_bytes),
+        )
+    };
+    let (mut fresh, mut reused) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for _ in 0..rounds {
+        let started = Clock::now();
+        for _ in 0..calls {
+            let _slot = runtime.instance_slot().await;
+            let mut store = plugin
+                .compiled
+                .new_store(state(), settings.limits.fuel)
+                .expect("a store");
+            call_once(plugin, handler, &mut store, &args.values).await;
+        }
+        fresh += started.elapsed();
+
+        let started = Clock::now();
+        let _slot = runtime.instance_slot().await;
+        let mut store = plugin
+            .compiled
+            .new_store(state(), settings.limits.fuel)
+            .expect("a store");
+        let instance = plugin
+            .compiled
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("an instance");
+        let func = instance
+            .get_func(&mut store, handler.func)
+            .expect("the handler");
+        for _ in 0..calls {
+            if runtime.config().metering.fuel {
+                store.set_fuel(settings.limits.fuel).expect("fuel");
+            }
+            let mut results = [Val::Bool(false)];
+            func.call_async(&mut store, &args.values, &mut results)
+                .await
+                .expect("the call returns");
+            std::hint::black_box(results);
+        }
+        drop(store);
+        reused += started.elapsed();
+    }
+    let per_call = |total: std::time::Duration| total / (rounds * calls);
+    (per_call(fresh), per_call(reused))
+}

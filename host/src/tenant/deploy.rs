@@ -17,20 +17,16 @@
 //! reload meanwhile.
 
 use super::file::TenantFile;
-use super::files::{self, off_worker};
+use super::files::{self, off_worker, write_atomically};
 use super::registry::Tenants;
 use super::{LoadFailure, Settings, Tenant, TENANT_FILE};
 use crate::auth::{self, rights, AuthError, Credentials};
 use crate::plugin::{Origin, PluginError};
 use crate::trigger::Trigger;
-use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The longest plugin name (the file name without `.wasm`), in bytes: a
-/// file name is at most 255 bytes on the file systems the host runs on.
-pub const MAX_PLUGIN_NAME_BYTES: usize = 200;
+pub use super::files::MAX_PLUGIN_NAME_BYTES;
 
 /// Who asks for a deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,35 +103,15 @@ pub struct DeployedConfig {
     pub failures: Vec<LoadFailure>,
 }
 
-/// The plugin's file stem for a name given in a request: `NAME` or
-/// `NAME.wasm`, printable, with no path separator, not starting with a
-/// dot (so never `.` or `..`, nor a hidden temporary name), at most
-/// [`MAX_PLUGIN_NAME_BYTES`]. The same names the folder loads, less those
-/// that could reach outside it.
+/// The plugin's file stem for a name given in a request
+/// ([`files::plugin_stem`]), or why it is refused.
 pub fn plugin_stem(name: &str) -> Result<String, DeployError> {
-    let refuse = |reason| {
-        Err(DeployError::InvalidName {
+    files::plugin_stem(name)
+        .map(str::to_owned)
+        .map_err(|reason| DeployError::InvalidName {
             name: name.chars().take(MAX_PLUGIN_NAME_BYTES).collect(),
             reason,
         })
-    };
-    let stem = name.strip_suffix(".wasm").unwrap_or(name);
-    if stem.is_empty() {
-        return refuse("it is empty");
-    }
-    if stem.len() > MAX_PLUGIN_NAME_BYTES {
-        return refuse("it is longer than 200 bytes");
-    }
-    if stem.chars().any(char::is_control) {
-        return refuse("it has control characters");
-    }
-    if stem.contains(['/', '\\']) {
-        return refuse("it has a path separator");
-    }
-    if stem.starts_with('.') {
-        return refuse("it starts with a dot");
-    }
-    Ok(stem.to_owned())
 }
 
 impl Tenants {
@@ -406,48 +382,6 @@ async fn remove_plugin_file(dir: std::path::PathBuf, file_name: String) -> std::
         Ok(true)
     })
     .await
-}
-
-/// Writes `dir/file_name` whole or not at all: to a new hidden name in the
-/// same folder (`O_EXCL`, never following a link), synced, renamed over
-/// the old file, and the folder synced, so neither the watcher nor a crash
-/// sees half a file. The temporary name does not end in `.wasm`, so a
-/// reload never loads it. Blocking.
-pub(super) fn write_atomically(
-    dir: &Path,
-    file_name: &str,
-    bytes: &[u8],
-    mode: u32,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    if !files::is_folder(dir) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "the tenant folder is gone",
-        ));
-    }
-    let temp = dir.join(format!(
-        ".{file_name}.deploy-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, dir.join(file_name))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
 }
 
 #[cfg(test)]

@@ -243,6 +243,80 @@ pub fn wasm_files(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     files
 }
 
+/// The longest plugin name (the file name without `.wasm`), in bytes: a
+/// file name is at most 255 bytes on the file systems the host runs on.
+pub const MAX_PLUGIN_NAME_BYTES: usize = 200;
+
+/// The plugin's file stem for a name given in a request: `NAME` or
+/// `NAME.wasm`, printable, with no path separator, not starting with a
+/// dot (so never `.` or `..`, nor a hidden temporary name), at most
+/// [`MAX_PLUGIN_NAME_BYTES`]. The same names the folder loads, less those
+/// that could reach outside it.
+pub fn plugin_stem(name: &str) -> Result<&str, &'static str> {
+    let refuse = Err;
+    let stem = name.strip_suffix(".wasm").unwrap_or(name);
+    if stem.is_empty() {
+        return refuse("it is empty");
+    }
+    if stem.len() > MAX_PLUGIN_NAME_BYTES {
+        return refuse("it is longer than 200 bytes");
+    }
+    if stem.chars().any(char::is_control) {
+        return refuse("it has control characters");
+    }
+    if stem.contains(['/', '\\']) {
+        return refuse("it has a path separator");
+    }
+    if stem.starts_with('.') {
+        return refuse("it starts with a dot");
+    }
+    Ok(stem)
+}
+
+/// Writes `dir/file_name` whole or not at all: to a new hidden name in the
+/// same folder (`O_EXCL`, never following a link), synced, renamed over
+/// the old file, and the folder synced, so neither the watcher nor a crash
+/// sees half a file. The temporary name does not end in `.wasm`, so a
+/// reload never loads it. Blocking.
+pub(super) fn write_atomically(
+    dir: &Path,
+    file_name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if !is_folder(dir) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the tenant folder is gone",
+        ));
+    }
+    let temp = dir.join(format!(
+        ".{file_name}.deploy-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, dir.join(file_name))?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

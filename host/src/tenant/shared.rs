@@ -145,7 +145,7 @@ impl Shared {
         let mode = if file == TENANT_FILE { 0o600 } else { 0o644 };
         off_worker(move || {
             create_private_dir(&dir)?;
-            super::deploy::write_atomically(&dir, &name, &bytes, mode)
+            super::files::write_atomically(&dir, &name, &bytes, mode)
         })
         .await?;
         self.files()
@@ -409,7 +409,7 @@ fn is_file_name(file: &str) -> bool {
     file == TENANT_FILE
         || file
             .strip_suffix(".wasm")
-            .is_some_and(|stem| super::deploy::plugin_stem(stem).is_ok_and(|s| s == stem))
+            .is_some_and(|stem| super::files::plugin_stem(stem) == Ok(stem))
 }
 
 /// Creates a folder readable by the host's user only (the mirror holds

@@ -23,7 +23,6 @@ use super::{LoadFailure, Settings, Tenant, TENANT_FILE};
 use crate::auth::{self, rights, AuthError, Credentials};
 use crate::plugin::{Origin, PluginError};
 use crate::trigger::Trigger;
-use std::path::Path;
 use std::sync::Arc;
 
 pub use super::files::MAX_PLUGIN_NAME_BYTES;

@@ -211,8 +211,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     listener,
                     api,
                     limits: http_server::ServerLimits {
-                        // Requests in flight may take the whole drain.
-                        shutdown_grace: drain_args.timeout(),
+                        // Requests in flight may take the whole drain. The
+                        // server's own bound comes a second later, so that a
+                        // drain that runs out always ends in the drain's
+                        // exit code (1), never in a server that gave up
+                        // first and an exit that says all went well.
+                        shutdown_grace: drain_args.timeout() + std::time::Duration::from_secs(1),
                         ..http.limits()
                     },
                     drain_grace: drain_args.grace(),

@@ -13,6 +13,7 @@
 //! at least once (see the engines for their crash windows).
 
 pub mod bulk;
+pub mod bulk_record;
 pub mod state;
 
 pub use crate::streams::cognito_streams::{CognitoStreams, CognitoStreamsFile};

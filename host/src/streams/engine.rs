@@ -19,7 +19,7 @@
 //!   readable in the stream until retention trims it.
 
 use super::{StreamId, StreamKind};
-use crate::cognito::bulk::BulkRecord;
+use crate::cognito::bulk_record::BulkRecord;
 use crate::cognito::state::{Applied, DatasetId, DatasetState, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

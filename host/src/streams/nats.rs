@@ -198,24 +198,34 @@ pub(super) fn bucket_config(bucket: &str) -> stream::Config {
     }
 }
 
+/// A client of the server at `url` (`nats://HOST:PORT`) with `options`:
+/// an answer within 10 s or an error naming the server, and then
+/// reconnecting by itself for ever when the server restarts (operations
+/// fail meanwhile). The engine and the shared store connect this way.
+pub(super) async fn connect_client(
+    url: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, EngineError> {
+    let client = options
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(url);
+    tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .map_err(|_| store(format!("no answer from {url} within 10 s")))?
+        .map_err(|e| store(format!("cannot connect to {url}: {e}")))
+}
+
 impl NatsEngine {
     /// Connects to the server at `url` (`nats://HOST:PORT`) and opens the
     /// buckets, creating them on first use. The client reconnects by
     /// itself when the server restarts; operations fail meanwhile, and the
     /// consumers retry.
     pub async fn connect(url: &str) -> Result<NatsEngine, EngineError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            // This host's own publishes wake its consumers directly; only
-            // others' come back through `follow`'s subscriptions.
-            .no_echo()
-            .connect(url);
-        let client = tokio::time::timeout(Duration::from_secs(10), client)
-            .await
-            .map_err(|_| store(format!("no answer from {url} within 10 s")))?
-            .map_err(|e| store(format!("cannot connect to {url}: {e}")))?;
+        // This host's own publishes wake its consumers directly; only
+        // others' come back through `follow`'s subscriptions.
+        let client = connect_client(url, async_nats::ConnectOptions::new().no_echo()).await?;
         let js = jetstream::new(client);
         let mut buckets = Vec::new();
         for bucket in [CHECKPOINTS, LEASES] {

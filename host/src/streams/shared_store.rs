@@ -172,15 +172,7 @@ impl SharedStore {
     /// reconnects by itself when the server restarts; operations fail
     /// meanwhile.
     pub async fn connect(url: &str) -> Result<SharedStore, EngineError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(url);
-        let client = tokio::time::timeout(Duration::from_secs(10), client)
-            .await
-            .map_err(|_| store(format!("no answer from {url} within 10 s")))?
-            .map_err(|e| store(format!("cannot connect to {url}: {e}")))?;
+        let client = super::nats::connect_client(url, async_nats::ConnectOptions::new()).await?;
         let js = jetstream::new(client);
         js.get_or_create_stream(bucket_config(TENANTS))
             .await

@@ -3,8 +3,9 @@
 
 use crate::common::*;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use triggerfish::dispatch::ErrorKind;
+use triggerfish::dispatch::{Dispatcher, ErrorKind};
 use triggerfish::tenant::registry::Tenants;
 
 /// One tenant per misbehaviour, each running the hostile guest, plus a
@@ -215,8 +216,68 @@ async fn the_pools_memory_ceiling_is_out_of_memory() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let loader = PluginLoader::new(std::sync::Arc::new(small_pool), None);
+    let loader = PluginLoader::new(Arc::new(small_pool), None);
     let tenant = tenant_with(&loader, &dir, "memory").await;
     let error = chain_error(&tenant, pre_sign_up("a@b.test")).await;
     assert_eq!(error.kind, ErrorKind::OutOfMemory, "{error}");
+}
+
+/// Keeps the plugin calls of every outcome.
+#[derive(Default)]
+struct Calls(std::sync::Mutex<Vec<triggerfish::dispatch::PluginCall>>);
+
+impl triggerfish::dispatch::Sink for Calls {
+    fn record(&self, outcome: &triggerfish::dispatch::Outcome<'_>) {
+        let mut calls = self.0.lock().unwrap();
+        calls.extend(outcome.tally.plugin_calls.iter().cloned());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plugin_of_a_chain_gets_a_fresh_instance_its_own_fuel_and_its_own_memory() {
+    // The calls of a chain attempt share one store: each must still be a
+    // fresh instance, with its whole fuel and its whole memory limit.
+    let dir = PluginsDir::new();
+    let mut settings = String::from("[limits]\nmemory-mib = 16\n");
+    let chain = [
+        ("10-a", "first-call"),
+        ("20-b", "hoard-10"),
+        ("30-c", "first-call"),
+        ("40-d", "hoard-10"),
+        ("50-e", "first-call"),
+        ("60-f", "hoard-10"),
+    ];
+    for (name, mode) in chain {
+        dir.plugin("acme", &format!("{name}.wasm"), guests::HOSTILE);
+        settings.push_str(&format!("[plugins.{name}.config]\nmode = \"{mode}\"\n"));
+    }
+    dir.settings("acme", &settings);
+    let tenants = tenants(&dir).await;
+    let tenant = tenants.tenant("acme").unwrap();
+    let calls = Arc::new(Calls::default());
+    let dispatcher = Dispatcher::new().with_sink(calls.clone());
+    for _ in 0..3 {
+        let out = dispatcher.dispatch(&tenant, pre_sign_up("a@b.test")).await;
+        assert!(out.is_ok(), "{out:?}");
+    }
+    let calls = calls.0.lock().unwrap();
+    assert_eq!(calls.len(), 3 * chain.len());
+    // Fuel is each call's own: the calls of one mode used the same, not
+    // a running total.
+    for (i, (name, _)) in chain.iter().enumerate() {
+        let fuel: Vec<u64> = calls
+            .iter()
+            .skip(i)
+            .step_by(chain.len())
+            .map(|c| c.fuel)
+            .collect();
+        assert_eq!(calls[i].plugin.name, *name);
+        assert!(fuel.iter().all(|&f| f == fuel[0]), "{name}: {fuel:?}");
+        let first = &calls[i % 2];
+        assert_eq!(
+            calls[i].fuel, first.fuel,
+            "{name} used {} fuel, {} used {}",
+            calls[i].fuel, first.plugin.name, first.fuel
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! starved of CPU by other tenants, an overloaded host) are retried: see
 //! [`ErrorKind::Timeout`].
 
-use super::call::Call;
+use super::call::{Attempt, Call};
 use super::error::{ChainError, ErrorKind, InvokeError};
 use crate::engine::state::{LogBudget, LogTail};
 use crate::families::Args;
@@ -125,6 +125,7 @@ async fn run_attempt(
 ) -> Result<Args, AttemptFailure> {
     let deadline = Instant::now() + tenant.limits.timeout;
     let log_budget = LogBudget::new(tenant.limits.log_bytes);
+    let mut attempt = Attempt::new(chain.len());
     for plugin in chain {
         if args.is_spent() {
             break;
@@ -152,7 +153,7 @@ async fn run_attempt(
             },
             can_pass,
         };
-        let called = call.run(&args.values).await;
+        let called = call.run(&mut attempt, &args.values).await;
         tally.calls += 1;
         tally.fuel += called.fuel;
         tally.plugin_calls.push(PluginCall {

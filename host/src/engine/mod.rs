@@ -98,9 +98,6 @@ pub(crate) fn new_store(
 ) -> wasmtime::Result<Store<CallState>> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| s.limiter());
-    if metering.fuel {
-        store.set_fuel(fuel)?;
-    }
     if metering.epochs {
         // At every tick (or when the scheduler advances the epoch for a
         // waiting call) a call with a turn asks the scheduler whether to go
@@ -115,9 +112,34 @@ pub(crate) fn new_store(
                 Tick::Yield => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
             })
         });
+    }
+    arm(&mut store, metering, fuel)?;
+    Ok(store)
+}
+
+/// Readies a store that has served a call for the next one (a chain
+/// attempt's calls share one store; each still gets a fresh instance):
+/// the next call's state in place of the last one's, its fuel, and its
+/// first epoch deadline.
+pub(crate) fn reset_store(
+    store: &mut Store<CallState>,
+    metering: Metering,
+    state: CallState,
+    fuel: u64,
+) -> wasmtime::Result<()> {
+    *store.data_mut() = state;
+    arm(store, metering, fuel)
+}
+
+/// A call's fuel, and its first deadline one epoch tick away.
+fn arm(store: &mut Store<CallState>, metering: Metering, fuel: u64) -> wasmtime::Result<()> {
+    if metering.fuel {
+        store.set_fuel(fuel)?;
+    }
+    if metering.epochs {
         store.set_epoch_deadline(1);
     }
-    Ok(store)
+    Ok(())
 }
 
 /// The engine, its linker and the epoch ticker.
@@ -128,7 +150,7 @@ pub struct Runtime {
     instance_slots: Arc<tokio::sync::Semaphore>,
     /// CPU turns, shared fairly between tenants.
     scheduler: Arc<Scheduler>,
-    /// Calls waiting for a slot now, for the metrics.
+    /// Attempts waiting for slots now, for the metrics.
     waiting_for_slot: AtomicUsize,
     linker: Linker<CallState>,
     config: RuntimeConfig,
@@ -193,7 +215,16 @@ impl Runtime {
     /// Waits for a free instance slot; the slot is held until the permit
     /// is dropped.
     pub(crate) async fn instance_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
-        if let Ok(permit) = self.instance_slots.clone().try_acquire_owned() {
+        self.instance_slots(1).await
+    }
+
+    /// Waits for `n` free instance slots at once (at most `max_instances`),
+    /// held until the permit is dropped. Taken together, so that callers
+    /// each holding some slots and waiting for more can never hold every
+    /// slot between them.
+    pub(crate) async fn instance_slots(&self, n: u32) -> tokio::sync::OwnedSemaphorePermit {
+        let n = n.clamp(1, self.config.max_instances.max(1));
+        if let Ok(permit) = self.instance_slots.clone().try_acquire_many_owned(n) {
             return permit;
         }
         // Counted while waiting, and uncounted however the wait ends (the
@@ -208,7 +239,7 @@ impl Runtime {
         let _waiting = Waiting(&self.waiting_for_slot);
         self.instance_slots
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(n)
             .await
             .expect("the semaphore is never closed")
     }
@@ -218,7 +249,8 @@ impl Runtime {
         (self.config.max_instances as usize).saturating_sub(self.instance_slots.available_permits())
     }
 
-    /// Plugin calls waiting for a free instance slot now.
+    /// Chain attempts (and load-time probes) waiting for free instance
+    /// slots now.
     pub fn instance_slots_waiting(&self) -> usize {
         self.waiting_for_slot.load(Ordering::Relaxed)
     }
@@ -243,6 +275,11 @@ pub(crate) fn engine_config(runtime: &RuntimeConfig) -> Config {
     // Traps are reported by kind and message; frame lists would only cost
     // time on the error path.
     config.wasm_backtrace_max_frames(None);
+    // For profiling plugins' own code: `perf` then names compiled
+    // WebAssembly functions (from /tmp/perf-<pid>.map).
+    if std::env::var_os("TRIGGERFISH_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
 
     let instances = runtime.max_instances;
     let mut pool = PoolingAllocationConfig::default();

@@ -157,13 +157,13 @@ impl Collector for Gauges {
         gauge(
             &mut encoder,
             "instance_slots_in_use",
-            "Instance slots held by plugin calls now",
+            "Instance slots held by chain attempts now",
             runtime.instance_slots_in_use(),
         )?;
         gauge(
             &mut encoder,
             "instance_slots_waiting",
-            "Plugin calls waiting for a free instance slot now",
+            "Chain attempts waiting for free instance slots now",
             runtime.instance_slots_waiting(),
         )?;
         let tenants = self.tenants.all();

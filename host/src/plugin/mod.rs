@@ -19,7 +19,7 @@ pub use loader::PluginLoader;
 
 use crate::engine::convert::Plan;
 use crate::engine::state::{CallState, LogBudget};
-use crate::engine::{new_store, Runtime};
+use crate::engine::{new_store, reset_store, Runtime};
 use crate::limits::Limits;
 use crate::trigger::Trigger;
 use compile::CompileError;
@@ -191,6 +191,19 @@ impl Compiled {
             state,
             fuel,
         )
+    }
+
+    /// `store` (which has served a call, on this component's engine) made
+    /// ready for a call of this component, as [`Compiled::new_store`] would
+    /// make a fresh one.
+    pub(crate) fn reset_store(
+        &self,
+        store: &mut Store<CallState>,
+        mut state: CallState,
+        fuel: u64,
+    ) -> wasmtime::Result<()> {
+        state.cap_memory(self.runtime.config().max_memory_bytes);
+        reset_store(store, self.runtime.config().metering, state, fuel)
     }
 
     pub(crate) fn probed_with(&self, limits: ProbeLimits) -> bool {

@@ -1,6 +1,6 @@
-//! One plugin call: a fresh store and instance from the plugin's
-//! `InstancePre`, held to its limits, and the classification of how it
-//! failed (the kinds of [`ErrorKind`]).
+//! One plugin call: a fresh instance from the plugin's `InstancePre`, in
+//! the store its chain attempt shares ([`Attempt`]), held to its limits;
+//! and the classification of how it failed (the kinds of [`ErrorKind`]).
 
 use super::error::ErrorKind;
 use crate::engine::outbound::Outbound;
@@ -8,17 +8,47 @@ use crate::engine::state::{CallState, LogBudget, LogTail, PluginConfig};
 use crate::limits::Limits;
 use crate::plugin::{Handler, Plugin};
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{field, Instrument};
 use wasmtime::component::Val;
-use wasmtime::{PoolConcurrencyLimitError, Trap};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 
 /// Timings of a call's phases, for `triggerfish-bench` only: not part of
 /// the host's API, and never on the request path.
 #[doc(hidden)]
 pub mod measure;
 
-/// One plugin call: a fresh store and instance, dropped when it returns.
+/// What the calls of one chain attempt share: one store, made at the
+/// first call and ready again for each next (its call state, fuel and
+/// deadline are the next call's own: see [`crate::engine::reset_store`]),
+/// in which every call still instantiates its plugin afresh; and one
+/// instance slot per plugin of the chain, taken together at the first call
+/// and held until the attempt ends, since the store keeps every instance
+/// made in it until then. Sharing the store saves each call making and
+/// dropping one (its fiber stack, its registrations of compiled code);
+/// dropped with the attempt, after the answer is known.
+pub(crate) struct Attempt {
+    /// The calls the attempt may make: the slots it takes.
+    calls: u32,
+    // Declared before the slots, so that the slots are given back only
+    // once the instances are gone.
+    store: Option<Store<CallState>>,
+    slots: Option<OwnedSemaphorePermit>,
+}
+
+impl Attempt {
+    /// An attempt at a chain of `calls` plugins.
+    pub(crate) fn new(calls: usize) -> Attempt {
+        Attempt {
+            calls: u32::try_from(calls).unwrap_or(u32::MAX),
+            store: None,
+            slots: None,
+        }
+    }
+}
+
+/// One plugin call: a fresh instance in its attempt's store.
 pub(crate) struct Call<'a> {
     /// The tenant whose share of CPU turns the call takes.
     pub(crate) tenant: &'a str,
@@ -71,13 +101,17 @@ pub(crate) struct Called {
 pub const OUTPUT_BYTES_PER_VALUE: u64 = 8;
 
 impl Call<'_> {
-    /// Runs the call.
-    pub(crate) async fn run(&self, args: &[Val]) -> Called {
-        let (result, fuel) = self.run_inner(args).await;
+    /// Runs the call, as a call of `attempt`.
+    pub(crate) async fn run(&self, attempt: &mut Attempt, args: &[Val]) -> Called {
+        let (result, fuel) = self.run_inner(attempt, args).await;
         Called { result, fuel }
     }
 
-    async fn run_inner(&self, args: &[Val]) -> (Result<Returned, CallFailure>, u64) {
+    async fn run_inner(
+        &self,
+        attempt: &mut Attempt,
+        args: &[Val],
+    ) -> (Result<Returned, CallFailure>, u64) {
         let span = tracing::info_span!(
             "plugin",
             plugin = %self.plugin.name,
@@ -86,12 +120,13 @@ impl Call<'_> {
             fuel = field::Empty,
         );
         let started = std::time::Instant::now();
-        // Declared before the store, so the slot is given back only once
-        // the instance is gone.
-        let slot = self.plugin.compiled.runtime.instance_slot();
-        let Ok(_slot) = tokio::time::timeout_at(self.deadline, slot).await else {
-            return (Err(self.timeout_waiting()), 0);
-        };
+        if attempt.slots.is_none() {
+            let slots = self.plugin.compiled.runtime.instance_slots(attempt.calls);
+            let Ok(slots) = tokio::time::timeout_at(self.deadline, slots).await else {
+                return (Err(self.timeout_waiting()), 0);
+            };
+            attempt.slots = Some(slots);
+        }
         // The call's claim on CPU turns: its plugin runs only while it
         // holds one.
         let turn = self
@@ -110,7 +145,7 @@ impl Call<'_> {
         if let Some(tail) = &self.log_tail {
             state.capture_logs(tail.clone(), &self.plugin.name);
         }
-        let mut store = match self.plugin.compiled.new_store(state, self.limits.fuel) {
+        let store = match self.store_in(attempt, state) {
             Ok(store) => store,
             Err(e) => return (Err(CallFailure::new(ErrorKind::Trap, e.to_string())), 0),
         };
@@ -121,7 +156,7 @@ impl Call<'_> {
 
         let mut results = [Val::Bool(false)];
         let outcome = {
-            let store = &mut store;
+            let store = &mut *store;
             let results = &mut results;
             let work = async move {
                 let instance = self
@@ -162,6 +197,24 @@ impl Call<'_> {
             span.in_scope(|| tracing::debug!("plugin call finished"));
         }
         (result, fuel)
+    }
+
+    /// The attempt's store, ready for this call: made at the attempt's
+    /// first call (or if the last call's plugin ran on another engine, as
+    /// only tests do), reset for each next.
+    fn store_in<'s>(
+        &self,
+        attempt: &'s mut Attempt,
+        state: CallState,
+    ) -> wasmtime::Result<&'s mut Store<CallState>> {
+        let compiled = &self.plugin.compiled;
+        match &mut attempt.store {
+            Some(store) if Engine::same(store.engine(), compiled.pre.engine()) => {
+                compiled.reset_store(store, state, self.limits.fuel)?;
+            }
+            unset => *unset = Some(compiled.new_store(state, self.limits.fuel)?),
+        }
+        Ok(attempt.store.as_mut().expect("set just above"))
     }
 
     fn take_result(&self, [result]: [Val; 1]) -> Result<Result<Option<Val>, String>, CallFailure> {

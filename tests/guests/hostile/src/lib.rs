@@ -92,6 +92,20 @@ impl Guest for Hostile {
                 let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 Err(format!("call number {calls}"))
             }
+            // Succeeds only as its instance's first call: a chain of these
+            // passes only if every plugin of it gets an instance of its own.
+            "first-call" => {
+                static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                match CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 {
+                    1 => Ok(response),
+                    calls => Err(format!("call number {calls}")),
+                }
+            }
+            // Holds 10 MiB and succeeds.
+            "hoard-10" => {
+                black_box(vec![1u8; 10 << 20]);
+                Ok(response)
+            }
             "ok" => {
                 response.auto_confirm_user = Some(true);
                 Ok(response)

@@ -14,7 +14,7 @@
 //! | `tenant_bytes` | tenant | bytes stored |
 //! | `datasets` | the dataset's key (`cognito::state::DatasetId::key`) | its state as JSON |
 //! | `sync_payloads` | `tenant/payload` | the full records of an oversized sync record |
-//! | `sync_payload_times` | (tenant, ms of the sync, payload) | nothing: which payloads [`Engine::trim`] deletes once [`SYNC_PAYLOAD_AGE`] old |
+//! | `sync_payload_times` | (tenant, ms of the sync, payload) | nothing: which payloads [`Engine::trim`] deletes once [`SYNC_PAYLOAD_AGE`](super::engine::SYNC_PAYLOAD_AGE) old |
 //! | `bulk_publish` | tenant | its bulk publish record (`cognito::bulk::BulkRecord`) as JSON |
 //! | `secrets` | name | bytes |
 //!

@@ -66,6 +66,10 @@
 //! plugin has no filesystem, environment, network or arguments; it can log
 //! and read its config. A panic is reported as a `trap` and stops the chain.
 //!
+//! Because the instance lives for one call, the SDK's allocator is the
+//! [`arena`]: its first 256 KiB of allocations are a pointer bump and are never
+//! freed; past it, the system allocator takes over.
+//!
 //! Plugins that need a world of their own (another WIT copy, or every
 //! trigger at once) can still generate bindings in their crate with
 //! [`bindings!`].
@@ -77,6 +81,7 @@ extern crate self as triggerfish_sdk;
 #[doc(hidden)]
 pub use wit_bindgen;
 
+pub mod arena;
 #[doc(hidden)]
 pub mod bindings;
 pub mod config;
@@ -85,6 +90,13 @@ mod helpers;
 pub mod http;
 mod log;
 pub mod testing;
+
+/// Every plugin built with the SDK allocates from the call arena (see
+/// [`arena`]); `default-features = false` leaves the allocator to the
+/// plugin.
+#[cfg(all(feature = "call-arena", target_family = "wasm"))]
+#[global_allocator]
+static CALL_ARENA: arena::CallArena = arena::CallArena::new();
 
 #[doc(hidden)]
 pub use bindings::host;

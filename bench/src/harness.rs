@@ -41,20 +41,31 @@ pub fn ms(d: Duration) -> String {
 }
 
 /// Runs `call` `warmup` times, then `samples` batches of `batch` calls;
-/// each sample is one batch's time per call.
-pub async fn per_call<F, Fut>(warmup: usize, samples: usize, batch: usize, mut call: F) -> Stats
+/// each sample is one batch's time per call. A call takes its input by
+/// value, and a batch's inputs are made (`make`) before its clock starts:
+/// what is timed is the call, not the copy of its input (a caller of the
+/// dispatcher hands over the event it parsed; it does not copy one).
+pub async fn per_call<T, M, F, Fut>(
+    warmup: usize,
+    samples: usize,
+    batch: usize,
+    make: M,
+    mut call: F,
+) -> Stats
 where
-    F: FnMut() -> Fut,
+    M: Fn() -> T,
+    F: FnMut(T) -> Fut,
     Fut: Future<Output = ()>,
 {
     for _ in 0..warmup {
-        call().await;
+        call(make()).await;
     }
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
+        let inputs: Vec<T> = (0..batch).map(|_| make()).collect();
         let started = Instant::now();
-        for _ in 0..batch {
-            call().await;
+        for input in inputs {
+            call(input).await;
         }
         times.push(started.elapsed() / batch as u32);
     }

@@ -104,15 +104,18 @@ async fn load(runtime: Arc<Runtime>, dir: &PluginsDir, tenant: &str) -> Tenant {
 
 async fn time_chain(tenant: &Tenant) -> Stats {
     let event = event();
-    per_call(500, 21, 200, || {
-        let event = event.clone();
-        async move {
+    per_call(
+        500,
+        21,
+        200,
+        || event.clone(),
+        |event| async move {
             Dispatcher::new()
                 .dispatch(tenant, event)
                 .await
                 .expect("the chain answers");
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -121,13 +124,16 @@ fn time_native(call: fn(&mut Value) -> Result<(), String>) -> Stats {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    runtime.block_on(per_call(5000, 21, 5000, || {
-        let mut event = event.clone();
-        async move {
+    runtime.block_on(per_call(
+        5000,
+        21,
+        5000,
+        || event.clone(),
+        |mut event| async move {
             call(&mut event).unwrap();
             std::hint::black_box(event);
-        }
-    }))
+        },
+    ))
 }
 
 /// Runs the chain of `length` plugins for 10 seconds, for a profiler.
@@ -195,15 +201,21 @@ fn calls() -> anyhow::Result<String> {
         let five = load(runtime.clone(), &dir, "chain5").await;
         let plugin = one.plugins[0].clone();
         let event = event();
-        let conversion = per_call(2000, 21, 2000, || {
-            let event = event.clone();
-            let plugin = plugin.clone();
-            async move {
-                std::hint::black_box(
-                    triggerfish::families::round_trip(&plugin, Trigger::PreSignUp, event).unwrap(),
-                );
-            }
-        })
+        let conversion = per_call(
+            2000,
+            21,
+            2000,
+            || event.clone(),
+            |event| {
+                let plugin = plugin.clone();
+                async move {
+                    std::hint::black_box(
+                        triggerfish::families::round_trip(&plugin, Trigger::PreSignUp, event)
+                            .unwrap(),
+                    );
+                }
+            },
+        )
         .await;
         (
             time_chain(&one).await,

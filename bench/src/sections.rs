@@ -322,7 +322,7 @@ fn calls() -> anyhow::Result<String> {
         let (fresh, reused) = (fresh[2], reused[2]);
         format!(
             "What the fresh instance per call costs, measured the same way but never done by the host (`triggerfish::dispatch::call::measure::instance_reuse`: one instance called 3 times, its state surviving from call to call): a fresh instance and store per call {}, one instance for the three {} ({}). The conversion, scheduler and tracing are outside both.\n\n\
-            One store per chain attempt instead of one per call (`triggerfish::dispatch::call::measure::store_reuse`: the plugin instantiated and called 3 times in a row, each time in a fresh instance, the mean per call over 1000 rounds, the median of 5 runs): a store per call {}, one store for the three {} ({}).\n\n",
+            One store per chain attempt, as the host has it, against one per call (`triggerfish::dispatch::call::measure::store_reuse`: the plugin instantiated and called 3 times in a row, each time in a fresh instance, the mean per call over 1000 rounds, the median of 5 runs): a store per call {}, one store for the three {} ({}).\n\n",
             us(fresh),
             us(reused),
             ratio(reused, fresh),

@@ -1,8 +1,9 @@
 //! Where a plugin call's time goes, and what the host's isolation costs:
-//! each phase of [`Call::run`](super::Call::run) timed on its own, and what
-//! sharing a store or an instance between calls would save (which the host
-//! never does). For the benchmarks (`triggerfish-bench`); nothing here is
-//! on the request path.
+//! each phase of [`Call::run`](super::Call::run) timed on its own; what
+//! sharing a store between a chain attempt's calls saves (the host's way,
+//! see [`Attempt`](super::Attempt)); and what sharing an instance would
+//! save (which the host never does). For the benchmarks
+//! (`triggerfish-bench`); nothing here is on the request path.
 
 use super::*;
 
@@ -172,8 +173,8 @@ fn reallocs_to_lower(values: &[Val]) -> usize {
     reallocs + usize::from(flat > 16)
 }
 
-/// What sharing one store between the calls of a chain attempt would
-/// save: the first plugin of `tenant`'s chain for `event` called `calls`
+/// What sharing one store between the calls of a chain attempt saves (as
+/// the host does): the first plugin of `tenant`'s chain for `event` called `calls`
 /// times in a row, each in a fresh instance, once with a store for each
 /// call and once in one store (its call state replaced and its fuel and
 /// deadline reset between calls), `rounds` times each. Returns the mean
@@ -231,13 +232,10 @@ pub async fn store_reuse(
             slots.push(runtime.instance_slot().await);
             let store = match &mut store {
                 Some(store) => {
-                    *store.data_mut() = state();
-                    if runtime.config().metering.fuel {
-                        store.set_fuel(limits.fuel).expect("fuel");
-                    }
-                    if runtime.config().metering.epochs {
-                        store.set_epoch_deadline(1);
-                    }
+                    plugin
+                        .compiled
+                        .reset_store(store, state(), limits.fuel)
+                        .expect("fuel");
                     store
                 }
                 None => store.insert(

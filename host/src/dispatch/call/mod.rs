@@ -8,45 +8,18 @@ use crate::engine::state::{CallState, LogBudget, LogTail, PluginConfig};
 use crate::limits::Limits;
 use crate::plugin::{Handler, Plugin};
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{field, Instrument};
 use wasmtime::component::Val;
-use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
+use wasmtime::{PoolConcurrencyLimitError, Trap};
 
 /// Timings of a call's phases, for `triggerfish-bench` only: not part of
 /// the host's API, and never on the request path.
 #[doc(hidden)]
 pub mod measure;
 
-/// What the calls of one chain attempt share: one store, made at the
-/// first call and ready again for each next (its call state, fuel and
-/// deadline are the next call's own: see [`crate::engine::reset_store`]),
-/// in which every call still instantiates its plugin afresh; and one
-/// instance slot per plugin of the chain, taken together at the first call
-/// and held until the attempt ends, since the store keeps every instance
-/// made in it until then. Sharing the store saves each call making and
-/// dropping one (its fiber stack, its registrations of compiled code);
-/// dropped with the attempt, after the answer is known.
-pub(crate) struct Attempt {
-    /// The calls the attempt may make: the slots it takes.
-    calls: u32,
-    // Declared before the slots, so that the slots are given back only
-    // once the instances are gone.
-    store: Option<Store<CallState>>,
-    slots: Option<OwnedSemaphorePermit>,
-}
-
-impl Attempt {
-    /// An attempt at a chain of `calls` plugins.
-    pub(crate) fn new(calls: usize) -> Attempt {
-        Attempt {
-            calls: u32::try_from(calls).unwrap_or(u32::MAX),
-            store: None,
-            slots: None,
-        }
-    }
-}
+mod attempt;
+pub(crate) use attempt::Attempt;
 
 /// One plugin call: a fresh instance in its attempt's store.
 pub(crate) struct Call<'a> {
@@ -120,12 +93,9 @@ impl Call<'_> {
             fuel = field::Empty,
         );
         let started = std::time::Instant::now();
-        if attempt.slots.is_none() {
-            let slots = self.plugin.compiled.runtime.instance_slots(attempt.calls);
-            let Ok(slots) = tokio::time::timeout_at(self.deadline, slots).await else {
-                return (Err(self.timeout_waiting()), 0);
-            };
-            attempt.slots = Some(slots);
+        let runtime = &self.plugin.compiled.runtime;
+        if attempt.take_slots(runtime, self.deadline).await.is_err() {
+            return (Err(self.timeout_waiting()), 0);
         }
         // The call's claim on CPU turns: its plugin runs only while it
         // holds one.
@@ -145,7 +115,7 @@ impl Call<'_> {
         if let Some(tail) = &self.log_tail {
             state.capture_logs(tail.clone(), &self.plugin.name);
         }
-        let store = match self.store_in(attempt, state) {
+        let store = match attempt.store_for(&self.plugin.compiled, state, self.limits.fuel) {
             Ok(store) => store,
             Err(e) => return (Err(CallFailure::new(ErrorKind::Trap, e.to_string())), 0),
         };
@@ -197,24 +167,6 @@ impl Call<'_> {
             span.in_scope(|| tracing::debug!("plugin call finished"));
         }
         (result, fuel)
-    }
-
-    /// The attempt's store, ready for this call: made at the attempt's
-    /// first call (or if the last call's plugin ran on another engine, as
-    /// only tests do), reset for each next.
-    fn store_in<'s>(
-        &self,
-        attempt: &'s mut Attempt,
-        state: CallState,
-    ) -> wasmtime::Result<&'s mut Store<CallState>> {
-        let compiled = &self.plugin.compiled;
-        match &mut attempt.store {
-            Some(store) if Engine::same(store.engine(), compiled.pre.engine()) => {
-                compiled.reset_store(store, state, self.limits.fuel)?;
-            }
-            unset => *unset = Some(compiled.new_store(state, self.limits.fuel)?),
-        }
-        Ok(attempt.store.as_mut().expect("set just above"))
     }
 
     fn take_result(&self, [result]: [Val; 1]) -> Result<Result<Option<Val>, String>, CallFailure> {

@@ -67,8 +67,8 @@
 //! and read its config. A panic is reported as a `trap` and stops the chain.
 //!
 //! Because the instance lives for one call, the SDK's allocator is the
-//! [`arena`]: its first 256 KiB of allocations are a pointer bump and are never
-//! freed; past it, the system allocator takes over.
+//! [`arena`]: a call's first 256 KiB of allocations are a pointer bump and
+//! are never freed; past them, the system allocator takes over.
 //!
 //! Plugins that need a world of their own (another WIT copy, or every
 //! trigger at once) can still generate bindings in their crate with

@@ -174,10 +174,10 @@ fn reallocs_to_lower(values: &[Val]) -> usize {
 }
 
 /// What sharing one store between the calls of a chain attempt saves (as
-/// the host does): the first plugin of `tenant`'s chain for `event` called `calls`
-/// times in a row, each in a fresh instance, once with a store for each
-/// call and once in one store (its call state replaced and its fuel and
-/// deadline reset between calls), `rounds` times each. Returns the mean
+/// the host does): the first plugin of `tenant`'s chain for `event` called
+/// `calls` times in a row, each in a fresh instance, once with a store for
+/// each call and once in one store (its call state replaced and its fuel
+/// and deadline reset between calls), `rounds` times each. Returns the mean
 /// per call of each way. For the benchmarks (`triggerfish-bench`); not
 /// part of the host's API. Panics if a call fails.
 #[doc(hidden)]

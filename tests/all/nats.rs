@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use triggerfish::streams::embedded::EmbeddedEngine;
-use triggerfish::streams::engine::{Engine, EngineError, Lane, NewRecord, SHARDS};
+use triggerfish::streams::engine::{Engine, EngineError, Lane, Lanes, NewRecord, Records, SHARDS};
 use triggerfish::streams::nats::{NatsEngine, LEASE_TTL};
 use triggerfish::streams::{StreamId, StreamKind};
 

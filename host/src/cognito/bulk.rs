@@ -6,7 +6,7 @@
 //! once per `bulk-publish-interval-secs` (24 hours by default), across
 //! every host of the engine and across restarts: the status is one
 //! [`BulkRecord`] per tenant kept in the engine, changed only by
-//! [`Engine::bulk_publish`](crate::streams::engine::Engine::bulk_publish)
+//! [`Datasets::bulk_publish`](crate::streams::engine::Datasets::bulk_publish)
 //! (redb: one write transaction; NATS: compare-and-set on the key's
 //! revision), and the rules that change it ([`begin`], [`renew`],
 //! [`finish`]) are written once, here.

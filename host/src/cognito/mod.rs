@@ -8,7 +8,7 @@
 //!   records (HMAC-signed, expiring), and bulk publish.
 //!
 //! Publish, or it did not happen: the state change and the record are
-//! written by the engine in one step (`Engine::apply_sync`); if that
+//! written by the engine in one step (`Datasets::apply_sync`); if that
 //! fails the caller learns that the sync failed. Records are delivered
 //! at least once (see the engines for their crash windows).
 
@@ -59,7 +59,7 @@ impl Cognito {
 
     /// Publishes, in the background, the records syncs left in an outbox
     /// (a host died between keeping a sync and publishing its record; see
-    /// `Engine::sweep_outboxes`). `serve` calls it once at start-up.
+    /// `Datasets::sweep_outboxes`). `serve` calls it once at start-up.
     pub fn sweep_outboxes(&self) {
         let engine = self.streams.engine.clone();
         tokio::spawn(async move {

@@ -12,7 +12,7 @@
 //! 2. the stream consumers take no new batch, finish the ones they hold
 //!    (an invocation running is answered and committed; a batch waiting to
 //!    be retried is left to the next holder of its lane), and give their
-//!    lanes back to the engine (`Engine::leave`), so that other hosts take
+//!    lanes back to the engine (`Lanes::leave`), so that other hosts take
 //!    them over now rather than when the leases run out;
 //! 3. the HTTP source serves on for the drain grace (`--drain-grace-ms`),
 //!    so that a load balancer's health check sees `draining` and stops

@@ -165,35 +165,20 @@ pub struct Lane {
 /// once; appends to one stream are serialised by the engine, so sequence
 /// numbers increase in the order appends are acknowledged.
 ///
-/// A JetStream engine (async-nats 0.51 against nats-server 2.9) can
-/// implement it as:
-///
-/// - one JetStream stream per tenant, `TF_<tenant>`, subjects
-///   `tf.<tenant>.<stream>.<partition>` (names escaped to subject tokens),
-///   `max_bytes` = the tenant's stored-bytes quota with `discard: new` (so
-///   the server refuses what does not fit: [`EngineError::StorageQuota`]),
-///   `max_age` = its retention (the server trims: [`Engine::trim`] does
-///   nothing), limits retention (settled messages stay readable);
-/// - `append`: publish each record to its partition's subject (headers:
-///   key, kind), await every PubAck in order; the stream sequence is the
-///   sequence number (it grows across the stream, with gaps); a stream's
-///   kind kept in a KV bucket (create the `KV_<bucket>` stream by hand,
-///   then `get_key_value`: `create_key_value` fails against 2.9.10);
-/// - `read`/`count_after`: an ephemeral ordered consumer filtered on the
-///   partition's subject from `after + 1` (`num_pending` for the count);
-/// - `checkpoint`/`commit`: a KV bucket keyed
-///   `<tenant>.<stream>.<mapping>.<partition>.<lane>`, written with the
-///   expected revision, by the one host holding the lane's lease (a KV key
-///   with a TTL, renewed while it works, taken over when it lapses): each
-///   partition has one consumer at a time, and failed batches are retried
-///   locally, never nak'd (a nak'd message comes back after newer ones);
-/// - queue kinds: one durable pull consumer per queue stream, explicit
-///   ack, `ack_wait` = the visibility timeout, `max_ack_pending` bounded;
-///   `receive` = fetch (receive count = the delivery count), `settle` =
-///   ack, `release` = nak with the delay (a busy host's release cannot be
-///   uncounted there: `in_progress` and a local retry instead),
-///   `unsettled` = pending plus ack-pending.
-pub trait Engine: Send + Sync + 'static {
+/// Each engine documents where it keeps what: `streams::embedded` in redb
+/// tables, `streams::nats` in JetStream streams and key-value buckets.
+pub trait Engine: Records + Lanes + Queues + Datasets + Send + Sync + 'static {
+    /// Whether the engine reaches its store now: always for the embedded
+    /// engine; for NATS, whether the client is connected (it reconnects by
+    /// itself). `/healthz` reads it.
+    fn connected(&self) -> bool {
+        true
+    }
+}
+
+/// The records of streams: appended, read in order, counted, trimmed.
+/// Part of [`Engine`].
+pub trait Records: Send + Sync {
     /// The stream's kind and last sequence number, if it exists.
     fn stream(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>>;
 
@@ -223,6 +208,25 @@ pub trait Engine: Send + Sync + 'static {
     /// Records of one partition above `after` (the lag of a checkpoint).
     fn count_after(&self, id: &StreamId, partition: u32, after: u64) -> EngineFuture<'_, u64>;
 
+    /// Rings `wake` whenever anyone else appends to the stream `id` (another
+    /// host, or a tool publishing to the engine directly), for as long as
+    /// the engine lives; called once per stream a consumer waits on. A
+    /// host's own appends ring the stream's waker themselves, so the
+    /// embedded engine, the only writer of its data folder, does nothing.
+    /// Consumers still poll, as the fallback for a wake-up lost on the way.
+    fn follow(&self, _id: &StreamId, _wake: Arc<tokio::sync::Notify>) {}
+
+    /// Deletes the tenant's records that arrived before `before_ms`
+    /// (retention); returns how many.
+    fn trim(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64>;
+
+    /// Bytes the tenant's streams hold.
+    fn tenant_bytes(&self, tenant: &str) -> EngineFuture<'_, u64>;
+}
+
+/// The lanes of ordered streams: checkpoints, and which host runs each.
+/// Part of [`Engine`].
+pub trait Lanes: Send + Sync {
     /// The lane's checkpoint, if it has one.
     fn checkpoint(&self, lane: &Lane) -> EngineFuture<'_, Option<u64>>;
 
@@ -237,16 +241,8 @@ pub trait Engine: Send + Sync + 'static {
         Box::pin(async { Ok(true) })
     }
 
-    /// Rings `wake` whenever anyone else appends to the stream `id` (another
-    /// host, or a tool publishing to the engine directly), for as long as
-    /// the engine lives; called once per stream a consumer waits on. A
-    /// host's own appends ring the stream's waker themselves, so the
-    /// embedded engine, the only writer of its data folder, does nothing.
-    /// Consumers still poll, as the fallback for a wake-up lost on the way.
-    fn follow(&self, _id: &StreamId, _wake: Arc<tokio::sync::Notify>) {}
-
     /// Renews this host's lease on a lane while a batch runs on it: unlike
-    /// [`Engine::claim`], never gives the lane away.
+    /// [`Lanes::claim`], never gives the lane away.
     fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {
         self.claim(lane)
     }
@@ -259,14 +255,11 @@ pub trait Engine: Send + Sync + 'static {
     fn leave(&self) -> EngineFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
+}
 
-    /// Whether the engine reaches its store now: always for the embedded
-    /// engine; for NATS, whether the client is connected (it reconnects by
-    /// itself). `/healthz` reads it.
-    fn connected(&self) -> bool {
-        true
-    }
-
+/// Queue streams (SQS, S3): messages received, settled or released.
+/// Part of [`Engine`].
+pub trait Queues: Send + Sync {
     /// Receives up to `max` visible messages of a queue stream: each
     /// becomes invisible for `visibility` and its receive count grows.
     fn receive(
@@ -292,14 +285,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Messages of a queue stream not yet settled.
     fn unsettled(&self, id: &StreamId) -> EngineFuture<'_, u64>;
+}
 
-    /// Deletes the tenant's records that arrived before `before_ms`
-    /// (retention); returns how many.
-    fn trim(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64>;
-
-    /// Bytes the tenant's streams hold.
-    fn tenant_bytes(&self, tenant: &str) -> EngineFuture<'_, u64>;
-
+/// Cognito Streams: dataset state, the outbox of their records, bulk
+/// publish, sync payloads and the shared secret. Part of [`Engine`].
+pub trait Datasets: Send + Sync {
     /// Applies a sync to its dataset and publishes its record, as one
     /// step: the state changes only if the record is appended (redb: one
     /// write transaction; NATS: compare-and-set with the record kept in

@@ -212,7 +212,8 @@ impl Streams {
 
     /// The waker of a stream a consumer waits on, which the engine also
     /// rings when other hosts or direct publishers append to the stream
-    /// ([`Engine::follow`], asked once per stream).
+    /// ([`Records::follow`](crate::streams::engine::Records::follow), asked
+    /// once per stream).
     pub fn follow(&self, id: &StreamId) -> Arc<tokio::sync::Notify> {
         let waker = self.waker(id);
         let new = self

@@ -1,7 +1,7 @@
 //! Where a plugin call's time goes, and what the host's isolation costs:
 //! each phase of [`Call::run`](super::Call::run) timed on its own; what
 //! sharing a store between a chain attempt's calls saves (the host's way,
-//! see [`Attempt`](super::Attempt)); and what sharing an instance would
+//! see `dispatch::call::Attempt`); and what sharing an instance would
 //! save (which the host never does). For the benchmarks
 //! (`triggerfish-bench`); nothing here is on the request path.
 

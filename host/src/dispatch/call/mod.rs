@@ -1,6 +1,7 @@
 //! One plugin call: a fresh instance from the plugin's `InstancePre`, in
-//! the store its chain attempt shares ([`Attempt`]), held to its limits;
-//! and the classification of how it failed (the kinds of [`ErrorKind`]).
+//! the store its chain attempt shares (`Attempt`, in attempt.rs), held to
+//! its limits; and the classification of how it failed (the kinds of
+//! [`ErrorKind`]).
 
 use super::error::ErrorKind;
 use crate::engine::outbound::Outbound;

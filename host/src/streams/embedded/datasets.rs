@@ -7,13 +7,14 @@ use super::{store, EmbeddedEngine};
 use super::{BULK_PUBLISH, DATASETS, SECRETS, SYNC_PAYLOADS, SYNC_PAYLOAD_TIMES};
 use crate::cognito::bulk::BulkRecord;
 use crate::cognito::state::{self, Applied, DatasetId, DatasetState};
+use crate::streams::engine::Datasets;
 use crate::streams::engine::{random_secret, BulkChange, EngineFuture, SyncWrite};
 use crate::streams::StreamKind;
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::Value;
 
-impl EmbeddedEngine {
-    pub(super) fn apply_dataset_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
+impl Datasets for EmbeddedEngine {
+    fn apply_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
         self.blocking(move |db| {
             let key = sync.dataset.key();
             let txn = db.begin_write().map_err(store)?;
@@ -62,7 +63,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn read_dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
+    fn dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
         let key = id.key();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;
@@ -74,7 +75,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn list_datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
+    fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
         let prefix = DatasetId::tenant_prefix(tenant);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;
@@ -91,7 +92,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn change_bulk_record(
+    fn bulk_publish(
         &self,
         tenant: &str,
         change: BulkChange,
@@ -122,11 +123,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn read_sync_payload(
-        &self,
-        tenant: &str,
-        payload: &str,
-    ) -> EngineFuture<'_, Option<Value>> {
+    fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>> {
         let key = format!("{tenant}/{payload}");
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;
@@ -138,7 +135,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn shared_secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
+    fn secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
         let name = name.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(store)?;

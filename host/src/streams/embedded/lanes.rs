@@ -1,6 +1,7 @@
 //! Lanes' checkpoints in redb. One host alone runs every lane: no leases.
 
 use super::{store, EmbeddedEngine, CHECKPOINTS};
+use crate::streams::engine::Lanes;
 use crate::streams::engine::{EngineFuture, Lane};
 use redb::ReadableDatabase;
 
@@ -8,8 +9,8 @@ fn checkpoint_key(lane: &Lane) -> String {
     format!("{}/{}", lane.stream.key(), lane.mapping)
 }
 
-impl EmbeddedEngine {
-    pub(super) fn read_checkpoint(&self, lane: &Lane) -> EngineFuture<'_, Option<u64>> {
+impl Lanes for EmbeddedEngine {
+    fn checkpoint(&self, lane: &Lane) -> EngineFuture<'_, Option<u64>> {
         let (key, partition, lane) = (checkpoint_key(lane), lane.partition, lane.lane);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;
@@ -22,7 +23,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn write_checkpoint(&self, lane: &Lane, seq: u64) -> EngineFuture<'_, ()> {
+    fn commit(&self, lane: &Lane, seq: u64) -> EngineFuture<'_, ()> {
         let (key, partition, lane) = (checkpoint_key(lane), lane.partition, lane.lane);
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(store)?;

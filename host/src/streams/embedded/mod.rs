@@ -14,7 +14,7 @@
 //! | `tenant_bytes` | tenant | bytes stored |
 //! | `datasets` | the dataset's key (`cognito::state::DatasetId::key`) | its state as JSON |
 //! | `sync_payloads` | `tenant/payload` | the full records of an oversized sync record |
-//! | `sync_payload_times` | (tenant, ms of the sync, payload) | nothing: which payloads [`Engine::trim`] deletes once [`SYNC_PAYLOAD_AGE`](super::engine::SYNC_PAYLOAD_AGE) old |
+//! | `sync_payload_times` | (tenant, ms of the sync, payload) | nothing: which payloads [`Records::trim`](crate::streams::engine::Records::trim) deletes once [`SYNC_PAYLOAD_AGE`](super::engine::SYNC_PAYLOAD_AGE) old |
 //! | `bulk_publish` | tenant | its bulk publish record (`cognito::bulk::BulkRecord`) as JSON |
 //! | `secrets` | name | bytes |
 //!
@@ -24,10 +24,11 @@
 //! Writes are serialised by redb (one write transaction at a time), and
 //! every operation runs on a blocking thread, off the async workers.
 //!
-//! One file a job: the streams and their records, with retention
-//! (`records.rs`), lanes' checkpoints (`lanes.rs`), queue messages
-//! (`queue.rs`), and Cognito Streams' datasets, sync payloads, bulk
-//! publish records and secrets (`datasets.rs`). Here: the file, its
+//! One file a job, each implementing its part of the engine's traits: the
+//! streams and their records, with retention (`records.rs`, `Records`),
+//! lanes' checkpoints (`lanes.rs`, `Lanes`), queue messages (`queue.rs`,
+//! `Queues`), and Cognito Streams' datasets, sync payloads, bulk publish
+//! records and secrets (`datasets.rs`, `Datasets`). Here: the file, its
 //! tables, and the blocking thread every operation runs on.
 
 mod datasets;
@@ -37,19 +38,12 @@ mod records;
 #[cfg(test)]
 mod tests;
 
-use super::engine::{
-    Appended, BulkChange, Engine, EngineError, EngineFuture, Lane, NewRecord, Received,
-    StoredRecord, StreamInfo, SyncWrite,
-};
-use super::{StreamId, StreamKind};
-use crate::cognito::bulk::BulkRecord;
-use crate::cognito::state::{Applied, DatasetId, DatasetState};
+use super::engine::{Engine, EngineError, EngineFuture};
+use super::StreamKind;
 use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("records");
@@ -121,103 +115,4 @@ impl EmbeddedEngine {
 }
 
 /// Each method is in the file of its job (see the module's head).
-impl Engine for EmbeddedEngine {
-    fn stream(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>> {
-        self.stream_info(id)
-    }
-
-    fn append(
-        &self,
-        id: &StreamId,
-        kind: StreamKind,
-        records: Vec<NewRecord>,
-        max_tenant_bytes: u64,
-    ) -> EngineFuture<'_, Vec<Appended>> {
-        self.append_records(id, kind, records, max_tenant_bytes)
-    }
-
-    fn read(
-        &self,
-        id: &StreamId,
-        partition: u32,
-        after: u64,
-        limit: usize,
-    ) -> EngineFuture<'_, Vec<StoredRecord>> {
-        self.read_records(id, partition, after, limit)
-    }
-
-    fn count_after(&self, id: &StreamId, partition: u32, after: u64) -> EngineFuture<'_, u64> {
-        self.count_records_after(id, partition, after)
-    }
-
-    fn checkpoint(&self, lane: &Lane) -> EngineFuture<'_, Option<u64>> {
-        self.read_checkpoint(lane)
-    }
-
-    fn commit(&self, lane: &Lane, seq: u64) -> EngineFuture<'_, ()> {
-        self.write_checkpoint(lane, seq)
-    }
-
-    fn receive(
-        &self,
-        id: &StreamId,
-        max: usize,
-        visibility: Duration,
-    ) -> EngineFuture<'_, Vec<Received>> {
-        self.receive_queued(id, max, visibility)
-    }
-
-    fn settle(&self, id: &StreamId, seqs: Vec<u64>) -> EngineFuture<'_, ()> {
-        self.settle_queued(id, seqs)
-    }
-
-    fn release(
-        &self,
-        id: &StreamId,
-        seq: u64,
-        delay: Duration,
-        uncount: bool,
-    ) -> EngineFuture<'_, ()> {
-        self.release_queued(id, seq, delay, uncount)
-    }
-
-    fn unsettled(&self, id: &StreamId) -> EngineFuture<'_, u64> {
-        self.count_unsettled(id)
-    }
-
-    fn trim(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64> {
-        self.trim_records(tenant, before_ms)
-    }
-
-    fn tenant_bytes(&self, tenant: &str) -> EngineFuture<'_, u64> {
-        self.stream_bytes(tenant)
-    }
-
-    fn apply_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
-        self.apply_dataset_sync(sync)
-    }
-
-    fn dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
-        self.read_dataset(id)
-    }
-
-    fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
-        self.list_datasets(tenant)
-    }
-
-    fn bulk_publish(
-        &self,
-        tenant: &str,
-        change: BulkChange,
-    ) -> EngineFuture<'_, (BulkRecord, bool)> {
-        self.change_bulk_record(tenant, change)
-    }
-
-    fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>> {
-        self.read_sync_payload(tenant, payload)
-    }
-
-    fn secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
-        self.shared_secret(name)
-    }
-}
+impl Engine for EmbeddedEngine {}

@@ -2,13 +2,14 @@
 //! count and first receive in the `queue` table.
 
 use super::{store, EmbeddedEngine, QUEUE, RECORDS};
+use crate::streams::engine::Queues;
 use crate::streams::engine::{EngineFuture, Received};
 use crate::streams::{now_ms, StreamId};
 use redb::{ReadableDatabase, ReadableTable};
 use std::time::Duration;
 
-impl EmbeddedEngine {
-    pub(super) fn receive_queued(
+impl Queues for EmbeddedEngine {
+    fn receive(
         &self,
         id: &StreamId,
         max: usize,
@@ -61,7 +62,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn settle_queued(&self, id: &StreamId, seqs: Vec<u64>) -> EngineFuture<'_, ()> {
+    fn settle(&self, id: &StreamId, seqs: Vec<u64>) -> EngineFuture<'_, ()> {
         let key = id.key();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(store)?;
@@ -75,7 +76,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn release_queued(
+    fn release(
         &self,
         id: &StreamId,
         seq: u64,
@@ -108,7 +109,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn count_unsettled(&self, id: &StreamId) -> EngineFuture<'_, u64> {
+    fn unsettled(&self, id: &StreamId) -> EngineFuture<'_, u64> {
         let key = id.key();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;

@@ -5,6 +5,7 @@
 
 use super::{store, EmbeddedEngine, Meta};
 use super::{QUEUE, RECORDS, STREAMS, SYNC_PAYLOADS, SYNC_PAYLOAD_TIMES, TENANT_BYTES};
+use crate::streams::engine::Records;
 use crate::streams::engine::{
     shard_of, Appended, EngineError, EngineFuture, NewRecord, StoredRecord, StreamInfo,
     SYNC_PAYLOAD_AGE,
@@ -13,8 +14,8 @@ use crate::streams::{now_ms, StreamId, StreamKind};
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 /// Appends records inside `txn` (see
-/// [`Engine::append`](crate::streams::engine::Engine::append)); an error leaves
-/// the transaction to be dropped, which aborts it.
+/// [`Records::append`](crate::streams::engine::Records::append)); an error
+/// leaves the transaction to be dropped, which aborts it.
 pub(super) fn append_in(
     txn: &WriteTransaction,
     id: &StreamId,
@@ -120,8 +121,8 @@ fn trim_payloads(txn: &WriteTransaction, tenant: &str, before_ms: u64) -> Result
     Ok(old.len() as u64)
 }
 
-impl EmbeddedEngine {
-    pub(super) fn stream_info(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>> {
+impl Records for EmbeddedEngine {
+    fn stream(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>> {
         let key = id.key();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;
@@ -136,7 +137,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn append_records(
+    fn append(
         &self,
         id: &StreamId,
         kind: StreamKind,
@@ -152,7 +153,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn read_records(
+    fn read(
         &self,
         id: &StreamId,
         partition: u32,
@@ -177,12 +178,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn count_records_after(
-        &self,
-        id: &StreamId,
-        partition: u32,
-        after: u64,
-    ) -> EngineFuture<'_, u64> {
+    fn count_after(&self, id: &StreamId, partition: u32, after: u64) -> EngineFuture<'_, u64> {
         let key = id.key();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;
@@ -197,7 +193,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn trim_records(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64> {
+    fn trim(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64> {
         let tenant = tenant.to_owned();
         self.blocking(move |db| {
             let prefix = format!("{tenant}/");
@@ -275,7 +271,7 @@ impl EmbeddedEngine {
         })
     }
 
-    pub(super) fn stream_bytes(&self, tenant: &str) -> EngineFuture<'_, u64> {
+    fn tenant_bytes(&self, tenant: &str) -> EngineFuture<'_, u64> {
         let tenant = tenant.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store)?;

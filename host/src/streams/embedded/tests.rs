@@ -1,9 +1,9 @@
 //! The embedded engine on a real redb file in a temporary folder.
 
 use super::*;
-use crate::cognito::state::Update;
-use crate::streams::engine::{SyncPublish, SYNC_PAYLOAD_AGE};
-use crate::streams::now_ms;
+use crate::cognito::state::{Applied, DatasetId, Update};
+use crate::streams::engine::{Datasets, Records, SyncPublish, SyncWrite, SYNC_PAYLOAD_AGE};
+use crate::streams::{now_ms, StreamId};
 
 fn oversized_sync(identity: &str, at_ms: u64) -> SyncWrite {
     SyncWrite {

@@ -12,7 +12,7 @@
 //! another compare-and-set. A host that dies between the two leaves the
 //! record in the outbox: the next sync of the dataset (on any host), a
 //! read of it, or the sweep every host runs when it starts
-//! ([`Engine::sweep_outboxes`]) publishes it, whichever comes first.
+//! ([`Datasets::sweep_outboxes`](crate::streams::engine::Datasets::sweep_outboxes)) publishes it, whichever comes first.
 //! Until then the record is late, never lost; after the window it may be
 //! published twice (at least once).
 
@@ -21,8 +21,9 @@ use super::{store, token, untoken, Message, NatsEngine, DATASETS};
 use crate::cognito::bulk::BulkRecord;
 use crate::cognito::state::{self, Applied, DatasetId, DatasetState};
 use crate::streams::engine::{
-    random_secret, shard_of, BulkChange, Engine, EngineError, EngineFuture, SyncWrite,
+    random_secret, shard_of, BulkChange, EngineError, EngineFuture, SyncWrite,
 };
+use crate::streams::engine::{Datasets, Records};
 use crate::streams::{now_ms, StreamId, StreamKind};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
@@ -143,8 +144,10 @@ impl NatsEngine {
         }
         Ok(keys)
     }
+}
 
-    pub(super) fn apply_dataset_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
+impl Datasets for NatsEngine {
+    fn apply_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
         Box::pin(async move {
             let key = dataset_key(&sync.dataset);
             if let Some(publish) = &sync.publish {
@@ -230,7 +233,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn read_dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
+    fn dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
         let key = dataset_key(id);
         Box::pin(async move {
             self.flush_outbox(&key).await?;
@@ -239,7 +242,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn list_datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
+    fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
         let tenant = tenant.to_owned();
         Box::pin(async move {
             let mut found = Vec::new();
@@ -263,7 +266,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn sweep_dataset_outboxes(&self) -> EngineFuture<'_, u64> {
+    fn sweep_outboxes(&self) -> EngineFuture<'_, u64> {
         Box::pin(async move {
             // Datasets are the keys of four tokens; secrets and bulk
             // publish records start with `_`, which no token does.
@@ -287,7 +290,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn change_bulk_record(
+    fn bulk_publish(
         &self,
         tenant: &str,
         change: BulkChange,
@@ -326,11 +329,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn read_sync_payload(
-        &self,
-        tenant: &str,
-        payload: &str,
-    ) -> EngineFuture<'_, Option<Value>> {
+    fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>> {
         let key = format!("{}.{}", token(tenant), token(payload));
         Box::pin(async move {
             let value = self.payloads.get(key).await.map_err(store)?;
@@ -340,7 +339,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn shared_secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
+    fn secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
         let key = format!("_secrets.{}", token(name));
         Box::pin(async move {
             if let Some(secret) = self.datasets.get(&key).await.map_err(store)? {

@@ -7,6 +7,7 @@
 //! so a host that joins gets lanes within a lease or two.
 
 use super::{store, token, NatsEngine, LEASES, LEASE_TTL};
+use crate::streams::engine::Lanes;
 use crate::streams::engine::{EngineError, EngineFuture, Lane};
 use crate::streams::now_ms;
 use futures_util::StreamExt;
@@ -127,8 +128,10 @@ impl NatsEngine {
         lanes.counted_ms = now;
         Ok(lanes.hosts)
     }
+}
 
-    pub(super) fn read_checkpoint(&self, lane: &Lane) -> EngineFuture<'_, Option<u64>> {
+impl Lanes for NatsEngine {
+    fn checkpoint(&self, lane: &Lane) -> EngineFuture<'_, Option<u64>> {
         let key = lane_key(lane);
         Box::pin(async move {
             let value = self.checkpoints.get(key).await.map_err(store)?;
@@ -136,7 +139,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn write_checkpoint(&self, lane: &Lane, seq: u64) -> EngineFuture<'_, ()> {
+    fn commit(&self, lane: &Lane, seq: u64) -> EngineFuture<'_, ()> {
         let key = lane_key(lane);
         Box::pin(async move {
             self.checkpoints
@@ -147,7 +150,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn claim_lane(&self, lane: &Lane) -> EngineFuture<'_, bool> {
+    fn claim(&self, lane: &Lane) -> EngineFuture<'_, bool> {
         let key = lane_key(lane);
         Box::pin(async move {
             if self.left.load(std::sync::atomic::Ordering::Relaxed) {
@@ -194,7 +197,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn renew_lane(&self, lane: &Lane) -> EngineFuture<'_, bool> {
+    fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {
         let key = lane_key(lane);
         Box::pin(async move {
             if self.left.load(std::sync::atomic::Ordering::Relaxed) {
@@ -204,7 +207,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn leave_lanes(&self) -> EngineFuture<'_, ()> {
+    fn leave(&self) -> EngineFuture<'_, ()> {
         Box::pin(async move {
             self.left.store(true, std::sync::atomic::Ordering::Relaxed);
             let held: Vec<String> = {

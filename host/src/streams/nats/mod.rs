@@ -28,11 +28,12 @@
 //! by default), so a killed server loses nothing, a lost machine may lose
 //! the last acknowledged records unless the server runs in a cluster.
 //!
-//! One file a job: the streams and their records (`records.rs`), lanes'
-//! checkpoints and leases (`lanes.rs`), queue consumers (`queue.rs`), and
-//! Cognito Streams' datasets, sync payloads, outbox and bulk publish
-//! record (`datasets.rs`). Here: the connection, the buckets, the
-//! engine's state and the encoding of names into tokens.
+//! One file a job, each implementing its part of the engine's traits: the
+//! streams and their records (`records.rs`, `Records`), lanes' checkpoints
+//! and leases (`lanes.rs`, `Lanes`), queue consumers (`queue.rs`,
+//! `Queues`), and Cognito Streams' datasets, sync payloads, outbox and
+//! bulk publish record (`datasets.rs`, `Datasets`). Here: the connection,
+//! the buckets, the engine's state and the encoding of names into tokens.
 
 mod datasets;
 mod lanes;
@@ -41,18 +42,12 @@ mod records;
 #[cfg(test)]
 mod tests;
 
-use super::engine::{
-    Appended, BulkChange, Engine, EngineError, EngineFuture, Lane, NewRecord, Received,
-    StoredRecord, StreamInfo, SyncWrite,
-};
-use super::{StreamId, StreamKind};
-use crate::cognito::bulk::BulkRecord;
-use crate::cognito::state::{Applied, DatasetId, DatasetState};
+use super::engine::{Engine, EngineError};
 use async_nats::jetstream::{self, kv, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 const CHECKPOINTS: &str = "TF_CHECKPOINTS";
@@ -105,7 +100,8 @@ pub struct NatsEngine {
     /// Receives this host did not count (`release` with `uncount`), taken
     /// off JetStream's delivery count.
     uncounted: Mutex<HashMap<(String, u64), u32>>,
-    /// Set by [`Engine::leave`]: this host claims no lane any more.
+    /// Set by [`Lanes::leave`](crate::streams::engine::Lanes::leave): this
+    /// host claims no lane any more.
     left: std::sync::atomic::AtomicBool,
 }
 
@@ -241,126 +237,7 @@ fn rand_u64() -> u64 {
 
 /// Each method is in the file of its job (see the module's head).
 impl Engine for NatsEngine {
-    fn stream(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>> {
-        self.stream_info(id)
-    }
-
-    fn append(
-        &self,
-        id: &StreamId,
-        kind: StreamKind,
-        records: Vec<NewRecord>,
-        max_tenant_bytes: u64,
-    ) -> EngineFuture<'_, Vec<Appended>> {
-        self.append_records(id, kind, records, max_tenant_bytes)
-    }
-
-    fn read(
-        &self,
-        id: &StreamId,
-        partition: u32,
-        after: u64,
-        limit: usize,
-    ) -> EngineFuture<'_, Vec<StoredRecord>> {
-        self.read_records(id, partition, after, limit)
-    }
-
-    fn count_after(&self, id: &StreamId, partition: u32, after: u64) -> EngineFuture<'_, u64> {
-        self.count_records_after(id, partition, after)
-    }
-
-    fn checkpoint(&self, lane: &Lane) -> EngineFuture<'_, Option<u64>> {
-        self.read_checkpoint(lane)
-    }
-
-    fn commit(&self, lane: &Lane, seq: u64) -> EngineFuture<'_, ()> {
-        self.write_checkpoint(lane, seq)
-    }
-
-    fn claim(&self, lane: &Lane) -> EngineFuture<'_, bool> {
-        self.claim_lane(lane)
-    }
-
-    fn follow(&self, id: &StreamId, wake: Arc<tokio::sync::Notify>) {
-        self.follow_subjects(id, wake)
-    }
-
-    fn renew(&self, lane: &Lane) -> EngineFuture<'_, bool> {
-        self.renew_lane(lane)
-    }
-
-    fn leave(&self) -> EngineFuture<'_, ()> {
-        self.leave_lanes()
-    }
-
     fn connected(&self) -> bool {
         self.js.client().connection_state() == async_nats::connection::State::Connected
-    }
-
-    fn receive(
-        &self,
-        id: &StreamId,
-        max: usize,
-        visibility: Duration,
-    ) -> EngineFuture<'_, Vec<Received>> {
-        self.receive_queued(id, max, visibility)
-    }
-
-    fn settle(&self, id: &StreamId, seqs: Vec<u64>) -> EngineFuture<'_, ()> {
-        self.settle_queued(id, seqs)
-    }
-
-    fn release(
-        &self,
-        id: &StreamId,
-        seq: u64,
-        delay: Duration,
-        uncount: bool,
-    ) -> EngineFuture<'_, ()> {
-        self.release_queued(id, seq, delay, uncount)
-    }
-
-    fn unsettled(&self, id: &StreamId) -> EngineFuture<'_, u64> {
-        self.count_unsettled(id)
-    }
-
-    fn trim(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64> {
-        self.trim_records(tenant, before_ms)
-    }
-
-    fn tenant_bytes(&self, tenant: &str) -> EngineFuture<'_, u64> {
-        self.stream_bytes(tenant)
-    }
-
-    fn apply_sync(&self, sync: SyncWrite) -> EngineFuture<'_, Option<Applied>> {
-        self.apply_dataset_sync(sync)
-    }
-
-    fn dataset(&self, id: &DatasetId) -> EngineFuture<'_, Option<DatasetState>> {
-        self.read_dataset(id)
-    }
-
-    fn datasets(&self, tenant: &str) -> EngineFuture<'_, Vec<DatasetId>> {
-        self.list_datasets(tenant)
-    }
-
-    fn sweep_outboxes(&self) -> EngineFuture<'_, u64> {
-        self.sweep_dataset_outboxes()
-    }
-
-    fn bulk_publish(
-        &self,
-        tenant: &str,
-        change: BulkChange,
-    ) -> EngineFuture<'_, (BulkRecord, bool)> {
-        self.change_bulk_record(tenant, change)
-    }
-
-    fn sync_payload(&self, tenant: &str, payload: &str) -> EngineFuture<'_, Option<Value>> {
-        self.read_sync_payload(tenant, payload)
-    }
-
-    fn secret(&self, name: &str) -> EngineFuture<'_, Vec<u8>> {
-        self.shared_secret(name)
     }
 }

@@ -2,6 +2,7 @@
 //! host shares, its visibility timeout and receive counts.
 
 use super::{store, Message, NatsEngine};
+use crate::streams::engine::Queues;
 use crate::streams::engine::{EngineError, EngineFuture, Received, StoredRecord};
 use crate::streams::{now_ms, StreamId};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
@@ -45,8 +46,10 @@ impl NatsEngine {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         inflight.remove(&(id.key(), seq))
     }
+}
 
-    pub(super) fn receive_queued(
+impl Queues for NatsEngine {
+    fn receive(
         &self,
         id: &StreamId,
         max: usize,
@@ -103,7 +106,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn settle_queued(&self, id: &StreamId, seqs: Vec<u64>) -> EngineFuture<'_, ()> {
+    fn settle(&self, id: &StreamId, seqs: Vec<u64>) -> EngineFuture<'_, ()> {
         let id = id.clone();
         Box::pin(async move {
             for seq in seqs {
@@ -117,7 +120,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn release_queued(
+    fn release(
         &self,
         id: &StreamId,
         seq: u64,
@@ -138,7 +141,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn count_unsettled(&self, id: &StreamId) -> EngineFuture<'_, u64> {
+    fn unsettled(&self, id: &StreamId) -> EngineFuture<'_, u64> {
         let id = id.clone();
         Box::pin(async move {
             let Some(mut stream) = self.get(&id).await? else {

@@ -4,8 +4,9 @@
 //! the bytes a tenant stores.
 
 use super::{store, token, Message, NatsEngine};
+use crate::streams::engine::Records;
 use crate::streams::engine::{
-    shard_of, Appended, Engine, EngineError, EngineFuture, NewRecord, StoredRecord, StreamInfo,
+    shard_of, Appended, EngineError, EngineFuture, NewRecord, StoredRecord, StreamInfo,
 };
 use crate::streams::{now_ms, StreamId, StreamKind};
 use async_nats::jetstream::{self, consumer, stream};
@@ -110,8 +111,10 @@ impl NatsEngine {
             let _ = stream.delete_consumer(&name).await;
         });
     }
+}
 
-    pub(super) fn stream_info(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>> {
+impl Records for NatsEngine {
+    fn stream(&self, id: &StreamId) -> EngineFuture<'_, Option<StreamInfo>> {
         let id = id.clone();
         Box::pin(async move {
             let Some(mut stream) = self.get(&id).await? else {
@@ -125,7 +128,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn append_records(
+    fn append(
         &self,
         id: &StreamId,
         kind: StreamKind,
@@ -184,7 +187,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn read_records(
+    fn read(
         &self,
         id: &StreamId,
         partition: u32,
@@ -231,12 +234,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn count_records_after(
-        &self,
-        id: &StreamId,
-        partition: u32,
-        after: u64,
-    ) -> EngineFuture<'_, u64> {
+    fn count_after(&self, id: &StreamId, partition: u32, after: u64) -> EngineFuture<'_, u64> {
         let id = id.clone();
         Box::pin(async move {
             let Some(stream) = self.get(&id).await? else {
@@ -256,7 +254,7 @@ impl NatsEngine {
     /// second). It carries each record's bytes to every host following
     /// the stream. Subscriptions outlive a server restart (the client
     /// subscribes again); while the server is away the consumers poll.
-    pub(super) fn follow_subjects(&self, id: &StreamId, wake: Arc<tokio::sync::Notify>) {
+    fn follow(&self, id: &StreamId, wake: Arc<tokio::sync::Notify>) {
         let client = self.js.client();
         let subjects = format!("tf.{}.{}.*", token(&id.tenant), token(&id.stream));
         tokio::spawn(async move {
@@ -273,7 +271,7 @@ impl NatsEngine {
         });
     }
 
-    pub(super) fn trim_records(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64> {
+    fn trim(&self, tenant: &str, before_ms: u64) -> EngineFuture<'_, u64> {
         let prefix = tenant_prefix(tenant);
         Box::pin(async move {
             let mut trimmed = 0;
@@ -313,7 +311,7 @@ impl NatsEngine {
         })
     }
 
-    pub(super) fn stream_bytes(&self, tenant: &str) -> EngineFuture<'_, u64> {
+    fn tenant_bytes(&self, tenant: &str) -> EngineFuture<'_, u64> {
         let prefix = tenant_prefix(tenant);
         Box::pin(async move {
             let mut bytes = 0;

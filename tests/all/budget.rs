@@ -234,6 +234,32 @@ impl triggerfish::dispatch::Sink for Calls {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_longer_than_the_instance_pool_still_runs() {
+    // An attempt holds one slot per plugin while its calls share a store;
+    // a chain with more plugins than the host has slots runs in turns.
+    use triggerfish::engine::{Runtime, RuntimeConfig};
+    use triggerfish::plugin::PluginLoader;
+    let dir = PluginsDir::new();
+    let mut settings = String::new();
+    for name in ["10-a", "20-b", "30-c", "40-d", "50-e"] {
+        dir.plugin("acme", &format!("{name}.wasm"), guests::HOSTILE);
+        settings.push_str(&format!("[plugins.{name}.config]\nmode = \"first-call\"\n"));
+    }
+    dir.settings("acme", &settings);
+    let small_pool = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let loader = PluginLoader::new(Arc::new(small_pool), None);
+    let tenant = tenant_with(&loader, &dir, "acme").await;
+    for _ in 0..3 {
+        let out = invoke(&tenant, pre_sign_up("a@b.test")).await;
+        assert!(out.is_ok(), "{out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_plugin_of_a_chain_gets_a_fresh_instance_its_own_fuel_and_its_own_memory() {
     // The calls of a chain attempt share one store: each must still be a
     // fresh instance, with its whole fuel and its whole memory limit.

@@ -163,32 +163,14 @@ pub(crate) async fn deploy_folder(
             })
             .collect();
         plugins.sort();
-        if let Some(config) = &config {
-            let code = deploy(
-                None,
-                None,
-                Some(config.clone()),
-                None,
-                &tenant,
-                url,
-                Some(key.clone()),
-            )
-            .await?;
-            if code != std::process::ExitCode::SUCCESS {
-                return Ok(code);
-            }
-        }
-        for plugin in plugins {
-            let code = deploy(
-                Some(plugin),
-                None,
-                None,
-                None,
-                &tenant,
-                url,
-                Some(key.clone()),
-            )
-            .await?;
+        // The tenant's settings first, then its plugins in file-name order;
+        // the first refusal stops the deploy.
+        let steps = config
+            .map(|config| (None, Some(config)))
+            .into_iter()
+            .chain(plugins.into_iter().map(|plugin| (Some(plugin), None)));
+        for (plugin, config) in steps {
+            let code = deploy(plugin, None, config, None, &tenant, url, Some(key.clone())).await?;
             if code != std::process::ExitCode::SUCCESS {
                 return Ok(code);
             }

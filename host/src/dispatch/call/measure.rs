@@ -24,7 +24,6 @@ pub async fn phases(
     rounds: u32,
 ) -> (Vec<(&'static str, std::time::Duration)>, usize) {
     use crate::families::Args;
-    use crate::trigger::Trigger;
     use std::time::{Duration, Instant as Clock};
 
     const NAMES: [&str; 10] = [
@@ -39,32 +38,16 @@ pub async fn phases(
         "teardown and memory reset",
         "component values to JSON",
     ];
-    let trigger = Trigger::route(event).expect("a routable event");
-    let plugin = tenant
-        .plugins
-        .iter()
-        .find(|p| p.serves(trigger))
-        .expect("a plugin serving the event");
-    let handler = &plugin.compiled.handlers[&trigger];
-    let settings = tenant.settings_for(&plugin.name);
-    let call = Call {
-        tenant: &tenant.name,
-        plugin,
-        handler,
-        limits: &settings.limits,
-        config: settings.config.clone(),
-        outbound: settings.outbound.clone(),
-        log_budget: LogBudget::new(tenant.limits.log_bytes),
-        log_tail: None,
-        deadline: Instant::now() + tenant.limits.timeout,
-        budget: tenant.limits.timeout,
-    };
+    let subject = Subject::new(tenant, event);
+    let Subject {
+        trigger,
+        ref call,
+        ref args,
+        ..
+    } = subject;
+    let (plugin, handler) = (call.plugin, call.handler);
     let runtime = &plugin.compiled.runtime;
-    let reallocs = reallocs_to_lower(
-        &Args::from_event(trigger, handler, event)
-            .expect("a convertible event")
-            .values,
-    );
+    let reallocs = reallocs_to_lower(&args.values);
     let mut spent = [Duration::ZERO; NAMES.len()];
     for _ in 0..rounds {
         // The chain takes the event by value: its copy is not a phase.
@@ -139,6 +122,71 @@ pub async fn phases(
     (phases, reallocs)
 }
 
+/// What every measure here calls: the first plugin of a tenant's chain for
+/// an event, as the host would call it, and the event as its arguments.
+struct Subject<'t> {
+    trigger: crate::trigger::Trigger,
+    call: Call<'t>,
+    args: crate::families::Args,
+    /// The tenant's log budget per chain attempt.
+    log_bytes: u64,
+}
+
+impl<'t> Subject<'t> {
+    /// Panics if `event` does not route, no plugin of `tenant` serves it, or
+    /// it does not convert.
+    fn new(tenant: &'t crate::tenant::Tenant, event: &serde_json::Value) -> Subject<'t> {
+        let trigger = crate::trigger::Trigger::route(event).expect("a routable event");
+        let plugin = tenant
+            .plugins
+            .iter()
+            .find(|p| p.serves(trigger))
+            .expect("a plugin serving the event");
+        let handler = &plugin.compiled.handlers[&trigger];
+        let settings = tenant.settings_for(&plugin.name);
+        let call = Call {
+            tenant: &tenant.name,
+            plugin,
+            handler,
+            limits: &settings.limits,
+            config: settings.config.clone(),
+            outbound: settings.outbound.clone(),
+            log_budget: LogBudget::new(tenant.limits.log_bytes),
+            log_tail: None,
+            deadline: Instant::now() + tenant.limits.timeout,
+            budget: tenant.limits.timeout,
+        };
+        let args = crate::families::Args::from_event(trigger, handler, event)
+            .expect("a convertible event");
+        Subject {
+            trigger,
+            call,
+            args,
+            log_bytes: tenant.limits.log_bytes,
+        }
+    }
+
+    /// The call's state as the host gives it, with a log budget of its own.
+    fn state(&self) -> CallState {
+        CallState::new(
+            self.call.limits,
+            self.call.config.clone(),
+            self.call.outbound.clone(),
+            LogBudget::new(self.log_bytes),
+        )
+    }
+
+    /// A fresh store for the call, held to its limits as the host holds it.
+    fn new_store(&self) -> wasmtime::Store<CallState> {
+        let limits = self.call.limits;
+        let mut store = (self.call.plugin.compiled)
+            .new_store(self.state(), limits.fuel)
+            .expect("a store");
+        store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
+        store
+    }
+}
+
 /// How many times lowering `values` calls the guest's `cabi_realloc`: once
 /// for every string and every list, and once for the arguments' own area
 /// when they do not fit in registers (more than 16 flat values; an absent
@@ -187,40 +235,18 @@ pub async fn store_reuse(
     calls: u32,
     rounds: u32,
 ) -> (std::time::Duration, std::time::Duration) {
-    use crate::families::Args;
-    use crate::trigger::Trigger;
     use std::time::Instant as Clock;
 
-    let trigger = Trigger::route(event).expect("a routable event");
-    let plugin = tenant
-        .plugins
-        .iter()
-        .find(|p| p.serves(trigger))
-        .expect("a plugin serving the event");
-    let handler = &plugin.compiled.handlers[&trigger];
-    let limits = &tenant.settings_for(&plugin.name).limits;
-    let config = tenant.settings_for(&plugin.name).config.clone();
-    let outbound = tenant.settings_for(&plugin.name).outbound.clone();
-    let args = Args::from_event(trigger, handler, event).expect("a convertible event");
+    let subject = Subject::new(tenant, event);
+    let Subject { call, args, .. } = &subject;
+    let (plugin, handler, limits) = (call.plugin, call.handler, call.limits);
     let runtime = &plugin.compiled.runtime;
-    let state = || {
-        CallState::new(
-            limits,
-            config.clone(),
-            outbound.clone(),
-            LogBudget::new(tenant.limits.log_bytes),
-        )
-    };
     let (mut separate, mut shared) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for _ in 0..rounds {
         let started = Clock::now();
         for _ in 0..calls {
             let _slot = runtime.instance_slot().await;
-            let mut store = plugin
-                .compiled
-                .new_store(state(), limits.fuel)
-                .expect("a store");
-            store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
+            let mut store = subject.new_store();
             call_once(plugin, handler, &mut store, &args.values).await;
         }
         separate += started.elapsed();
@@ -234,18 +260,13 @@ pub async fn store_reuse(
                 Some(store) => {
                     plugin
                         .compiled
-                        .reset_store(store, state(), limits.fuel)
+                        .reset_store(store, subject.state(), limits.fuel)
                         .expect("fuel");
+                    store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
                     store
                 }
-                None => store.insert(
-                    plugin
-                        .compiled
-                        .new_store(state(), limits.fuel)
-                        .expect("a store"),
-                ),
+                None => store.insert(subject.new_store()),
             };
-            store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
             call_once(plugin, handler, store, &args.values).await;
         }
         drop(store);
@@ -292,47 +313,25 @@ pub async fn instance_reuse(
     calls: u32,
     rounds: u32,
 ) -> (std::time::Duration, std::time::Duration) {
-    use crate::families::Args;
-    use crate::trigger::Trigger;
     use std::time::Instant as Clock;
 
-    let trigger = Trigger::route(event).expect("a routable event");
-    let plugin = tenant
-        .plugins
-        .iter()
-        .find(|p| p.serves(trigger))
-        .expect("a plugin serving the event");
-    let handler = &plugin.compiled.handlers[&trigger];
-    let settings = tenant.settings_for(&plugin.name);
-    let args = Args::from_event(trigger, handler, event).expect("a convertible event");
+    let subject = Subject::new(tenant, event);
+    let Subject { call, args, .. } = &subject;
+    let (plugin, handler, limits) = (call.plugin, call.handler, call.limits);
     let runtime = &plugin.compiled.runtime;
-    let state = || {
-        CallState::new(
-            &settings.limits,
-            settings.config.clone(),
-            settings.outbound.clone(),
-            LogBudget::new(tenant.limits.log_bytes),
-        )
-    };
     let (mut fresh, mut reused) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for _ in 0..rounds {
         let started = Clock::now();
         for _ in 0..calls {
             let _slot = runtime.instance_slot().await;
-            let mut store = plugin
-                .compiled
-                .new_store(state(), settings.limits.fuel)
-                .expect("a store");
+            let mut store = subject.new_store();
             call_once(plugin, handler, &mut store, &args.values).await;
         }
         fresh += started.elapsed();
 
         let started = Clock::now();
         let _slot = runtime.instance_slot().await;
-        let mut store = plugin
-            .compiled
-            .new_store(state(), settings.limits.fuel)
-            .expect("a store");
+        let mut store = subject.new_store();
         let instance = plugin
             .compiled
             .pre
@@ -344,7 +343,7 @@ pub async fn instance_reuse(
             .expect("the handler");
         for _ in 0..calls {
             if runtime.config().metering.fuel {
-                store.set_fuel(settings.limits.fuel).expect("fuel");
+                store.set_fuel(limits.fuel).expect("fuel");
             }
             let mut results = [Val::Bool(false)];
             func.call_async(&mut store, &args.values, &mut results)

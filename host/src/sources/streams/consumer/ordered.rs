@@ -136,10 +136,6 @@ impl Consumer {
         Ok(checkpoint)
     }
 
-    /// Sends records given up on to the failure destination (if the
-    /// mapping has one; otherwise they are dropped, as Lambda does). A
-    /// destination that cannot take them holds the lane back: retried
-    /// until it can.
     /// Gives up on the first `n` pending records of an ordered lane (to
     /// the failure destination) and checkpoints past them; returns the
     /// new checkpoint.
@@ -162,6 +158,10 @@ impl Consumer {
         Ok(checkpoint)
     }
 
+    /// Sends records given up on to the failure destination (if the
+    /// mapping has one; otherwise they are dropped, as Lambda does). A
+    /// destination that cannot take them holds the lane back: retried
+    /// until it can.
     pub(super) async fn give_up(
         &self,
         gone: &[StoredRecord],

@@ -160,12 +160,7 @@ impl Consumer {
                 message.receive_count - 1,
                 None,
             );
-            let sent = self
-                .send_to_failure_destination(failure.to_string(), json!({}))
-                .await?;
-            engine.settle(&self.id, vec![seq]).await?;
-            self.count_sent(sent, 1);
-            return Ok(());
+            return self.give_up_event(seq, failure).await;
         }
         self.count_received([message.receive_count]);
         let error = match self.deliver(event.clone()).await {
@@ -197,15 +192,21 @@ impl Consumer {
                 message.receive_count,
                 Some(&error),
             );
-            let sent = self
-                .send_to_failure_destination(failure.to_string(), json!({}))
-                .await?;
-            engine.settle(&self.id, vec![seq]).await?;
-            self.count_sent(sent, 1);
-            return Ok(());
+            return self.give_up_event(seq, failure).await;
         }
         engine
             .release(&self.id, seq, s3_retry_delay(message.receive_count), false)
             .await
+    }
+
+    /// Gives up on an S3 event: its failure record to the failure
+    /// destination, then the event deleted from the queue.
+    async fn give_up_event(&self, seq: u64, failure: serde_json::Value) -> Result<(), EngineError> {
+        let sent = self
+            .send_to_failure_destination(failure.to_string(), json!({}))
+            .await?;
+        self.streams.engine.settle(&self.id, vec![seq]).await?;
+        self.count_sent(sent, 1);
+        Ok(())
     }
 }

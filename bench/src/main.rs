@@ -10,8 +10,10 @@
 //! - `native-server ADDR`: the native axum baseline, for the HTTP figures.
 //! - `memory TENANTS`: resident memory with that many tenants (run in a
 //!   process of its own by `report`).
-//! - `spin CHAIN_LENGTH`: run that chain in a loop for 10 s, to profile
-//!   (`perf record -g target/release/triggerfish-bench spin 1`).
+//! - `spin CHAIN_LENGTH [EVENT.json]`: run that chain in a loop for 10 s,
+//!   on the bench's PreSignUp event or the one in the file, to profile
+//!   (`perf record -g target/release/triggerfish-bench spin 1`) or to
+//!   see what an event's shape costs.
 
 // The same allocator as the `triggerfish` binary, so in-process figures
 // match what the server does.
@@ -37,9 +39,12 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(native::serve(args.get(1).map_or("127.0.0.1:8092", String::as_str)))),
         Some("memory") => sections::memory_child(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
-        Some("spin") => sections::spin(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(3)),
+        Some("spin") => sections::spin(
+            args.get(1).and_then(|n| n.parse().ok()).unwrap_or(3),
+            args.get(2).map(std::path::Path::new),
+        ),
         _ => Err(anyhow::anyhow!(
-            "usage: triggerfish-bench report [--out FILE] [--seconds N] [--only SECTION,...] | native-server ADDR | memory TENANTS"
+            "usage: triggerfish-bench report [--out FILE] [--seconds N] [--only SECTION,...] | spin CHAIN_LENGTH [EVENT.json] | native-server ADDR | memory TENANTS"
         )),
     };
     match result {

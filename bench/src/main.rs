@@ -16,8 +16,8 @@
 //!   see what an event's shape costs.
 
 // The same allocator as the `triggerfish` binary, built the same way (no
-// transparent huge pages), so in-process figures
-// match what the server does.
+// transparent huge pages), so in-process figures match what the server
+// does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,6 +3,28 @@
 
 use super::*;
 
+/// The records at the front of an ordered lane, as the retries see them:
+/// how many of them the next invocation gets (bisection shrinks it), and
+/// how they have fared since they became the front. It starts afresh
+/// whenever the front moves on: processed, or given up on.
+struct Front {
+    window: usize,
+    attempts: u32,
+    invocations: u32,
+    last_error: Option<LastError>,
+}
+
+impl Front {
+    fn of(pending: &[StoredRecord]) -> Front {
+        Front {
+            window: pending.len(),
+            attempts: 0,
+            invocations: 0,
+            last_error: None,
+        }
+    }
+}
+
 impl Consumer {
     /// Takes one batch of an ordered lane to the end: every record is
     /// committed as processed or given up on, unless told to stop (then
@@ -16,12 +38,8 @@ impl Consumer {
         let engine = self.streams.engine.clone();
         let counters = &self.counters;
         let mut pending = batch;
-        // How much of `pending` the next invocation gets (bisect shrinks it).
-        let mut window = pending.len();
-        let mut attempts = 0u32;
-        let mut invocations = 0u32;
+        let mut front = Front::of(&pending);
         let mut busy = 0u32;
-        let mut last_error: Option<LastError> = None;
         let mut delivered_up_to = checkpoint;
         while !pending.is_empty() && !self.stopped() {
             if let Some(age) = self.mapping.max_record_age {
@@ -30,21 +48,13 @@ impl Consumer {
                 if expired > 0 {
                     let condition = Condition::RecordAgeExceeded;
                     checkpoint = self
-                        .give_up_front(
-                            lane,
-                            &mut pending,
-                            expired,
-                            condition,
-                            invocations,
-                            &last_error,
-                        )
+                        .give_up_front(lane, &mut pending, expired, condition, &mut front)
                         .await?;
-                    window = pending.len();
-                    (attempts, invocations, last_error) = (0, 0, None);
                     continue;
                 }
             }
-            window = window.clamp(1, pending.len());
+            let window = front.window.clamp(1, pending.len());
+            front.window = window;
             let tried = &pending[..window];
             let again = tried.iter().filter(|r| r.seq <= delivered_up_to).count();
             Counters::add(&counters.retried, again);
@@ -81,7 +91,7 @@ impl Consumer {
                 Answer::Failed(error) => Some((0, error)),
             };
             busy = 0;
-            invocations += 1;
+            front.invocations += 1;
             let Some((lowest, error)) = failed_from else {
                 // Only what this invocation covered: after a split, records
                 // past the half have been delivered but not yet succeeded.
@@ -89,8 +99,7 @@ impl Consumer {
                 pending.drain(..window);
                 engine.commit(lane, checkpoint).await?;
                 Counters::add(&counters.processed, window);
-                window = pending.len();
-                (attempts, invocations, last_error) = (0, 0, None);
+                front = Front::of(&pending);
                 continue;
             };
             tracing::warn!(tenant = %self.id.tenant, mapping = %self.mapping.name, partition = lane.partition,
@@ -102,59 +111,57 @@ impl Consumer {
                 engine.commit(lane, checkpoint).await?;
                 Counters::add(&counters.processed, lowest);
                 pending.drain(..lowest);
-                window -= lowest;
+                front.window -= lowest;
             }
-            last_error = Some(error);
-            if self.mapping.bisect_batch_on_error && window > 1 && lowest == 0 {
+            front.last_error = Some(error);
+            if self.mapping.bisect_batch_on_error && front.window > 1 && lowest == 0 {
                 // A split is not a retry: halve until the poison is alone.
-                window = window.div_ceil(2);
+                front.window = front.window.div_ceil(2);
                 continue;
             }
-            attempts += 1;
+            front.attempts += 1;
             if self
                 .mapping
                 .max_retry_attempts
-                .is_some_and(|max| attempts > max)
+                .is_some_and(|max| front.attempts > max)
             {
                 let condition = Condition::RetryAttemptsExhausted;
+                let n = front.window;
                 checkpoint = self
-                    .give_up_front(
-                        lane,
-                        &mut pending,
-                        window,
-                        condition,
-                        invocations,
-                        &last_error,
-                    )
+                    .give_up_front(lane, &mut pending, n, condition, &mut front)
                     .await?;
-                window = pending.len();
-                (attempts, invocations, last_error) = (0, 0, None);
                 continue;
             }
-            self.pause(retry_backoff(attempts)).await;
+            self.pause(retry_backoff(front.attempts)).await;
         }
         Ok(checkpoint)
     }
 
     /// Gives up on the first `n` pending records of an ordered lane (to
-    /// the failure destination) and checkpoints past them; returns the
+    /// the failure destination, with how the front fared) and checkpoints
+    /// past them; the records after them are the front now. Returns the
     /// new checkpoint.
-    pub(super) async fn give_up_front(
+    async fn give_up_front(
         &self,
         lane: &Lane,
         pending: &mut Vec<StoredRecord>,
         n: usize,
         condition: Condition,
-        invocations: u32,
-        error: &Option<LastError>,
+        front: &mut Front,
     ) -> Result<u64, EngineError> {
         let gone: Vec<StoredRecord> = pending.drain(..n).collect();
         let sent = self
-            .give_up(&gone, condition, invocations, error.as_ref())
+            .give_up(
+                &gone,
+                condition,
+                front.invocations,
+                front.last_error.as_ref(),
+            )
             .await?;
         let checkpoint = gone[gone.len() - 1].seq;
         self.streams.engine.commit(lane, checkpoint).await?;
         self.count_sent(sent, gone.len());
+        *front = Front::of(pending);
         Ok(checkpoint)
     }
 

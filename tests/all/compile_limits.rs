@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 use triggerfish::limits::Limits;
 use triggerfish::plugin::compile::{CompileError, Compiler, SubprocessCompiler};
-use triggerfish::plugin::shape::ShapeLimit;
+use triggerfish::plugin::shape::{OverLimit, ShapeLimit};
 use triggerfish::plugin::{PluginError, PluginLoader};
 
 /// A component holding one core module with these functions (WAT text of
@@ -46,7 +46,7 @@ fn plugin_starting_with(start: &str, memory_pages: u32) -> Vec<u8> {
 
 fn shape_limit(error: &PluginError) -> Option<ShapeLimit> {
     match error {
-        PluginError::CompileLimit(CompileError::Shape { limit, .. }) => Some(*limit),
+        PluginError::CompileLimit(CompileError::Shape(OverLimit { limit, .. })) => Some(*limit),
         _ => None,
     }
 }

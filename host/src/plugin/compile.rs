@@ -18,7 +18,7 @@
 //! in the calling thread with only the shape check in front.
 
 pub use super::shape::check_shape;
-use super::shape::{shape_noun, FunctionAt, ShapeLimit};
+use super::shape::{OverLimit, ShapeError};
 use crate::engine::{engine_config, Metering, RuntimeConfig};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -33,18 +33,8 @@ pub enum CompileError {
     #[error("{0}")]
     Invalid(String),
     /// Over a limit of [`check_shape`]; nothing was compiled.
-    #[error(
-        "too costly to compile: {}{found} {}, over the host's limit of {} {}",
-        at.map(|a| format!("function {} of core module {} has ", a.function, a.module)).unwrap_or_else(|| "it has ".into()),
-        shape_noun(*limit),
-        limit.max(),
-        limit.name()
-    )]
-    Shape {
-        limit: ShapeLimit,
-        found: u64,
-        at: Option<FunctionAt>,
-    },
+    #[error(transparent)]
+    Shape(OverLimit),
     /// The compile used up its CPU time.
     #[error("compiling took longer than {seconds} s of CPU, the host's limit")]
     CpuTime { seconds: u64 },
@@ -62,6 +52,15 @@ pub enum CompileError {
     /// the host, not of the plugin (and not remembered against it).
     #[error("the compiler process failed: {0}")]
     Worker(String),
+}
+
+impl From<ShapeError> for CompileError {
+    fn from(error: ShapeError) -> CompileError {
+        match error {
+            ShapeError::Invalid(message) => CompileError::Invalid(message),
+            ShapeError::Over(over) => CompileError::Shape(over),
+        }
+    }
 }
 
 impl CompileError {

@@ -199,7 +199,7 @@ impl PluginLoader {
                 }
             }
             // A cache entry passed this when it was compiled.
-            check_shape(&bytes)?;
+            check_shape(&bytes).map_err(CompileError::from)?;
             let component = match &compiler {
                 Compiler::InProcess => {
                     let component = Component::from_binary(&engine, &bytes)

@@ -7,7 +7,6 @@
 //! milliseconds per megabyte, a few percent of a compile. See
 //! [`super::compile`] for the other line of defence.
 
-use super::compile::CompileError;
 use wasmparser::{Operator, Parser, Payload};
 
 // ---------------------------------------------------------------- shape
@@ -116,7 +115,35 @@ pub struct FunctionAt {
     pub function: u64,
 }
 
-pub(super) fn shape_noun(limit: ShapeLimit) -> &'static str {
+/// Why [`check_shape`] refused a component; nothing was compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    /// Not parseable as WebAssembly.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Over(#[from] OverLimit),
+}
+
+/// A component over one of the [`ShapeLimit`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "too costly to compile: {}{found} {}, over the host's limit of {} {}",
+    at.map(|a| format!("function {} of core module {} has ", a.function, a.module)).unwrap_or_else(|| "it has ".into()),
+    shape_noun(*limit),
+    limit.max(),
+    limit.name()
+)]
+pub struct OverLimit {
+    pub limit: ShapeLimit,
+    /// How many the component has (or the first function over a
+    /// per-function limit).
+    pub found: u64,
+    /// The function, for a per-function limit.
+    pub at: Option<FunctionAt>,
+}
+
+fn shape_noun(limit: ShapeLimit) -> &'static str {
     match limit {
         ShapeLimit::Functions => "functions",
         ShapeLimit::FunctionBodyBytes => "bytes of code",
@@ -132,16 +159,16 @@ pub(super) fn shape_noun(limit: ShapeLimit) -> &'static str {
 /// Measures a component (or a core module) against the [`ShapeLimit`]s,
 /// stopping at the first one exceeded. Linear in the size of the bytes,
 /// with memory bounded by the nesting limit; no code is compiled.
-pub fn check_shape(bytes: &[u8]) -> Result<Shape, CompileError> {
+pub fn check_shape(bytes: &[u8]) -> Result<Shape, ShapeError> {
     let mut shape = Shape::default();
     let over = |limit: ShapeLimit, found: u64, at: Option<FunctionAt>| {
         if found > limit.max() {
-            Err(CompileError::Shape { limit, found, at })
+            Err(OverLimit { limit, found, at })
         } else {
             Ok(())
         }
     };
-    let invalid = |e: wasmparser::BinaryReaderError| CompileError::Invalid(e.to_string());
+    let invalid = |e: wasmparser::BinaryReaderError| ShapeError::Invalid(e.to_string());
     // The core module being read (counted from 0) and its functions so far.
     let mut module: Option<u64> = None;
     let mut function_in_module = 0u64;

@@ -8,8 +8,9 @@
 //! hosts on machines of their own would scale. Needs `haproxy` (Debian:
 //! `apt-get install -y haproxy`).
 
+use crate::fixtures::chain_dir;
 use crate::harness::table;
-use crate::sections::{chain_dir, post_script, server_binary, wait_for_ready, wrk, Server};
+use crate::rig::{post_script, server_binary, wait_for_ready, wrk, Server};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -13,10 +13,9 @@
 //! build takes its turns too, to measure a change against its parent in
 //! the same minutes.
 
+use crate::fixtures::{chain_dir, event};
 use crate::harness::table;
-use crate::sections::{
-    chain_dir, event, server_binary, wait_for_port, wait_for_ready, wrk, Load, Server,
-};
+use crate::rig::{server_binary, wait_for_port, wait_for_ready, wrk, Load, Server};
 use anyhow::Context;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

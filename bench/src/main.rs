@@ -21,10 +21,15 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod calls;
+mod fairness;
+mod fixtures;
 mod harness;
 mod hosts;
 mod http;
+mod lifecycle;
 mod native;
+mod rig;
 mod sections;
 mod spread;
 mod streams;
@@ -39,8 +44,8 @@ fn main() -> ExitCode {
         Some("native-server") => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(native::serve(args.get(1).map_or("127.0.0.1:8092", String::as_str)))),
-        Some("memory") => sections::memory_child(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
-        Some("spin") => sections::spin(
+        Some("memory") => lifecycle::memory_child(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        Some("spin") => calls::spin(
             args.get(1).and_then(|n| n.parse().ok()).unwrap_or(3),
             args.get(2).map(std::path::Path::new),
         ),

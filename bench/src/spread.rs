@@ -6,8 +6,9 @@
 //! from A's answer (200: checked, stored, serving on A) to the last host
 //! listing the new build as the one it serves.
 
+use crate::fixtures::variant;
 use crate::harness::{ms, table, Stats};
-use crate::sections::{server_binary, variant, wait_for_port};
+use crate::rig::{server_binary, wait_for_port};
 use anyhow::Context;
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};

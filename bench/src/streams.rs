@@ -25,6 +25,7 @@
 //! host (a lane held by another host is then woken only through NATS).
 
 use crate::harness::table;
+use crate::rig::server_binary;
 use anyhow::Context;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -671,20 +672,6 @@ fn install_node_client() -> Result<PathBuf, String> {
     }
     std::fs::write(&installed, &lock).map_err(|e| e.to_string())?;
     Ok(tools.join("node_modules"))
-}
-
-/// The release `triggerfish` binary next to this one.
-fn server_binary() -> anyhow::Result<PathBuf> {
-    let triggerfish = std::env::current_exe()?
-        .parent()
-        .context("the binary's folder")?
-        .join("triggerfish");
-    anyhow::ensure!(
-        triggerfish.is_file(),
-        "{} is missing: build it with `cargo build --release -p triggerfish`",
-        triggerfish.display()
-    );
-    Ok(triggerfish)
 }
 
 fn load_average() -> String {

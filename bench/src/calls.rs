@@ -100,6 +100,26 @@ fn thread_cpu() -> Option<Duration> {
     Some(Duration::from_nanos(nanos))
 }
 
+/// A measure comparing two ways per call: a warm-up of 200 rounds, then
+/// the median of 5 runs of 1000 rounds, for each way.
+async fn median_of_runs<F, Fut>(measure: F) -> (Duration, Duration)
+where
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = (Duration, Duration)>,
+{
+    measure(200).await;
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(measure(1000).await);
+    }
+    let median = |way: fn(&(Duration, Duration)) -> Duration| {
+        let mut times: Vec<Duration> = runs.iter().map(way).collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    (median(|r| r.0), median(|r| r.1))
+}
+
 /// One plugin call against native Rust; chains of 1, 3 and 5; and what
 /// fuel and epochs cost.
 pub(crate) fn calls() -> anyhow::Result<String> {
@@ -236,26 +256,11 @@ pub(crate) fn calls() -> anyhow::Result<String> {
         let runtime = runtime_with(Metering::default());
         let one = load(runtime, &dir, "chain1").await;
         let event = event();
-        triggerfish::dispatch::call::measure::store_reuse(&one, &event, 3, 200).await;
-        let mut runs = Vec::new();
-        for _ in 0..5 {
-            runs.push(triggerfish::dispatch::call::measure::store_reuse(&one, &event, 3, 1000).await);
-        }
-        let mut separate: Vec<Duration> = runs.iter().map(|r| r.0).collect();
-        let mut shared: Vec<Duration> = runs.iter().map(|r| r.1).collect();
-        separate.sort();
-        shared.sort();
-        let (separate, shared) = (separate[2], shared[2]);
-        triggerfish::dispatch::call::measure::instance_reuse(&one, &event, 3, 200).await;
-        let mut runs = Vec::new();
-        for _ in 0..5 {
-            runs.push(triggerfish::dispatch::call::measure::instance_reuse(&one, &event, 3, 1000).await);
-        }
-        let mut fresh: Vec<Duration> = runs.iter().map(|r| r.0).collect();
-        let mut reused: Vec<Duration> = runs.iter().map(|r| r.1).collect();
-        fresh.sort();
-        reused.sort();
-        let (fresh, reused) = (fresh[2], reused[2]);
+        use triggerfish::dispatch::call::measure::{instance_reuse, store_reuse};
+        let (separate, shared) =
+            median_of_runs(|rounds| store_reuse(&one, &event, 3, rounds)).await;
+        let (fresh, reused) =
+            median_of_runs(|rounds| instance_reuse(&one, &event, 3, rounds)).await;
         format!(
             "What the fresh instance per call costs, measured the same way but never done by the host (`triggerfish::dispatch::call::measure::instance_reuse`: one instance called 3 times, its state surviving from call to call): a fresh instance and store per call {}, one instance for the three {} ({}). The conversion, scheduler and tracing are outside both.\n\n\
             One store per chain attempt, as the host has it, against one per call (`triggerfish::dispatch::call::measure::store_reuse`: the plugin instantiated and called 3 times in a row, each time in a fresh instance, the mean per call over 1000 rounds, the median of 5 runs): a store per call {}, one store for the three {} ({}).\n\n",

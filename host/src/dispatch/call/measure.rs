@@ -177,6 +177,20 @@ impl<'t> Subject<'t> {
     }
 
     /// A fresh store for the call, held to its limits as the host holds it.
+    /// How long `calls` calls take as the host makes a chain's only call:
+    /// each with an instance slot, a store and an instance of its own. The
+    /// baseline of [`store_reuse`] and [`instance_reuse`].
+    async fn fresh_calls(&self, calls: u32) -> std::time::Duration {
+        let (plugin, handler) = (self.call.plugin, self.call.handler);
+        let started = std::time::Instant::now();
+        for _ in 0..calls {
+            let _slot = plugin.compiled.runtime.instance_slot().await;
+            let mut store = self.new_store();
+            call_once(plugin, handler, &mut store, &self.args.values).await;
+        }
+        started.elapsed()
+    }
+
     fn new_store(&self) -> wasmtime::Store<CallState> {
         let limits = self.call.limits;
         let mut store = (self.call.plugin.compiled)
@@ -243,13 +257,7 @@ pub async fn store_reuse(
     let runtime = &plugin.compiled.runtime;
     let (mut separate, mut shared) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for _ in 0..rounds {
-        let started = Clock::now();
-        for _ in 0..calls {
-            let _slot = runtime.instance_slot().await;
-            let mut store = subject.new_store();
-            call_once(plugin, handler, &mut store, &args.values).await;
-        }
-        separate += started.elapsed();
+        separate += subject.fresh_calls(calls).await;
 
         let started = Clock::now();
         let mut slots = Vec::new();
@@ -321,13 +329,7 @@ pub async fn instance_reuse(
     let runtime = &plugin.compiled.runtime;
     let (mut fresh, mut reused) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for _ in 0..rounds {
-        let started = Clock::now();
-        for _ in 0..calls {
-            let _slot = runtime.instance_slot().await;
-            let mut store = subject.new_store();
-            call_once(plugin, handler, &mut store, &args.values).await;
-        }
-        fresh += started.elapsed();
+        fresh += subject.fresh_calls(calls).await;
 
         let started = Clock::now();
         let _slot = runtime.instance_slot().await;

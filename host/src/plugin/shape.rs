@@ -136,8 +136,8 @@ pub enum ShapeError {
 )]
 pub struct OverLimit {
     pub limit: ShapeLimit,
-    /// How many the component has (or the first function over a
-    /// per-function limit).
+    /// What the component has: a count, or for a per-function limit,
+    /// the figure of the first function over it.
     pub found: u64,
     /// The function, for a per-function limit.
     pub at: Option<FunctionAt>,

@@ -213,6 +213,24 @@ fn type_name(name: &str) -> String {
 /// Writes the crate `plugins_dir/<name>` for `trigger` and returns its
 /// folder. Refuses to overwrite anything.
 pub fn new_plugin(plugins_dir: &Path, name: &str, trigger_name: &str) -> Result<PathBuf, String> {
+    write_new(plugins_dir, name, trigger_name, |trigger| {
+        [
+            ("Cargo.toml", cargo_toml(name, trigger)),
+            ("README.md", readme(name, trigger)),
+            ("src/lib.rs", lib_rs(name, trigger)),
+        ]
+    })
+}
+
+/// Checks the plugin's name and trigger, then writes `files` for that
+/// trigger into the new folder `plugins_dir/<name>`, which must not exist
+/// yet; returns the folder.
+fn write_new<const N: usize>(
+    plugins_dir: &Path,
+    name: &str,
+    trigger_name: &str,
+    files: impl FnOnce(&TriggerTemplate) -> [(&'static str, String); N],
+) -> Result<PathBuf, String> {
     check_name(name)?;
     let trigger = trigger(trigger_name).ok_or_else(|| {
         format!(
@@ -224,15 +242,11 @@ pub fn new_plugin(plugins_dir: &Path, name: &str, trigger_name: &str) -> Result<
     if dir.exists() {
         return Err(format!("{} already exists", dir.display()));
     }
-    let files = [
-        ("Cargo.toml", cargo_toml(name, trigger)),
-        ("README.md", readme(name, trigger)),
-        ("src/lib.rs", lib_rs(name, trigger)),
-    ];
-    std::fs::create_dir_all(dir.join("src"))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for (path, text) in files {
+    for (path, text) in files(trigger) {
         let path = dir.join(path);
+        let folder = path.parent().unwrap_or(&dir);
+        std::fs::create_dir_all(folder)
+            .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(dir)
@@ -645,28 +659,13 @@ pub fn new_py_plugin(
     name: &str,
     trigger_name: &str,
 ) -> Result<PathBuf, String> {
-    check_name(name)?;
-    let trigger = trigger(trigger_name).ok_or_else(|| {
-        format!(
-            "`{trigger_name}` is not a trigger; use one of: {}",
-            trigger_names()
-        )
-    })?;
-    let dir = plugins_dir.join(name);
-    if dir.exists() {
-        return Err(format!("{} already exists", dir.display()));
-    }
-    let files = [
-        ("pyproject.toml", pyproject(name, trigger)),
-        ("README.md", py_readme(name, trigger)),
-        ("app.py", app_py(trigger)),
-    ];
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for (path, text) in files {
-        let path = dir.join(path);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(dir)
+    write_new(plugins_dir, name, trigger_name, |trigger| {
+        [
+            ("pyproject.toml", pyproject(name, trigger)),
+            ("README.md", py_readme(name, trigger)),
+            ("app.py", app_py(trigger)),
+        ]
+    })
 }
 
 fn pyproject(name: &str, trigger: &TriggerTemplate) -> String {

@@ -15,9 +15,8 @@
 //!   (`perf record -g target/release/triggerfish-bench spin 1`) or to
 //!   see what an event's shape costs.
 
-// The same allocator as the `triggerfish` binary, built the same way (no
-// transparent huge pages), so in-process figures match what the server
-// does.
+// The same allocator as the `triggerfish` binary, so in-process figures
+// match what the server does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

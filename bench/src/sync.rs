@@ -13,6 +13,7 @@
 //! `nats-server -js` started here on a loopback port (skipped, and said
 //! so, when it is not installed).
 
+use crate::fixtures::load;
 use crate::harness::{ratio, table, us, Stats};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -20,7 +21,6 @@ use std::time::{Duration, Instant};
 use triggerfish::cognito::Cognito;
 use triggerfish::dispatch::Dispatcher;
 use triggerfish::engine::{Runtime, RuntimeConfig};
-use triggerfish::plugin::PluginLoader;
 use triggerfish::streams::embedded::EmbeddedEngine;
 use triggerfish::streams::engine::Engine;
 use triggerfish::streams::nats::NatsEngine;
@@ -51,19 +51,6 @@ fn sync(identity: &str, n: usize) -> Value {
             "Level": {"oldValue": null, "newValue": format!("level-{n}"), "op": "replace"}
         }
     })
-}
-
-async fn load(runtime: Arc<Runtime>, dir: &PluginsDir, name: &str) -> Tenant {
-    let tenant = Tenant::load(
-        &PluginLoader::new(runtime, None),
-        &triggerfish::tenant::operator::TenantPolicy::default(),
-        name,
-        &dir.tenant_dir(name),
-        None,
-    )
-    .await;
-    assert!(tenant.failures.is_empty(), "{:?}", tenant.failures);
-    tenant
 }
 
 /// One way of running the sync.

@@ -181,55 +181,48 @@ pub(crate) fn calls() -> anyhow::Result<String> {
     });
     let native_one = time_native(native::deny_list);
     let native_three = time_native(native::chain);
+    // A row: what, its median (min–max), and its ratio to its native
+    // baseline, if it has one.
+    let row = |what: &str, stats: Stats, native: Option<Stats>| {
+        vec![
+            what.to_owned(),
+            stats.cell(),
+            native.map_or(String::new(), |native| ratio(stats.median, native.median)),
+        ]
+    };
     out.push_str(&table(
         &["what", "median (min–max) per event", "ratio to native"],
         &[
-            vec![
-                "native Rust, 1 handler".into(),
-                native_one.cell(),
-                "1.0×".into(),
-            ],
-            vec![
-                "Triggerfish, 1 plugin".into(),
-                one.cell(),
-                ratio(one.median, native_one.median),
-            ],
-            vec![
-                "(of which JSON ↔ values only)".into(),
-                conversion.cell(),
-                ratio(conversion.median, native_one.median),
-            ],
-            vec![
-                "native Rust, 3 handlers".into(),
-                native_three.cell(),
-                "1.0×".into(),
-            ],
-            vec![
-                "Triggerfish, 3-plugin chain".into(),
-                three.cell(),
-                ratio(three.median, native_three.median),
-            ],
-            vec!["Triggerfish, 5-plugin chain".into(), five.cell(), "".into()],
-            vec![
-                "Triggerfish, 1 plugin, the event's maps emptied but `email`".into(),
-                one_unmapped.cell(),
-                ratio(one_unmapped.median, native_one.median),
-            ],
-            vec![
-                "Triggerfish, 3-plugin chain, the event's maps emptied but `email`".into(),
-                three_unmapped.cell(),
-                ratio(three_unmapped.median, native_three.median),
-            ],
-            vec![
-                "Triggerfish, 1 plugin, with `serve`'s log subscriber".into(),
-                one_logged.cell(),
-                ratio(one_logged.median, native_one.median),
-            ],
-            vec![
-                "Triggerfish, 3-plugin chain, with `serve`'s log subscriber".into(),
-                three_logged.cell(),
-                ratio(three_logged.median, native_three.median),
-            ],
+            row("native Rust, 1 handler", native_one, Some(native_one)),
+            row("Triggerfish, 1 plugin", one, Some(native_one)),
+            row(
+                "(of which JSON ↔ values only)",
+                conversion,
+                Some(native_one),
+            ),
+            row("native Rust, 3 handlers", native_three, Some(native_three)),
+            row("Triggerfish, 3-plugin chain", three, Some(native_three)),
+            row("Triggerfish, 5-plugin chain", five, None),
+            row(
+                "Triggerfish, 1 plugin, the event's maps emptied but `email`",
+                one_unmapped,
+                Some(native_one),
+            ),
+            row(
+                "Triggerfish, 3-plugin chain, the event's maps emptied but `email`",
+                three_unmapped,
+                Some(native_three),
+            ),
+            row(
+                "Triggerfish, 1 plugin, with `serve`'s log subscriber",
+                one_logged,
+                Some(native_one),
+            ),
+            row(
+                "Triggerfish, 3-plugin chain, with `serve`'s log subscriber",
+                three_logged,
+                Some(native_three),
+            ),
         ],
     ));
     out.push_str(&format!(

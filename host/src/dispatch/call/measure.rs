@@ -176,7 +176,6 @@ impl<'t> Subject<'t> {
         )
     }
 
-    /// A fresh store for the call, held to its limits as the host holds it.
     /// How long `calls` calls take as the host makes a chain's only call:
     /// each with an instance slot, a store and an instance of its own. The
     /// baseline of [`store_reuse`] and [`instance_reuse`].
@@ -191,6 +190,7 @@ impl<'t> Subject<'t> {
         started.elapsed()
     }
 
+    /// A fresh store for the call, held to its limits as the host holds it.
     fn new_store(&self) -> wasmtime::Store<CallState> {
         let limits = self.call.limits;
         let mut store = (self.call.plugin.compiled)
@@ -259,26 +259,22 @@ pub async fn store_reuse(
     for _ in 0..rounds {
         separate += subject.fresh_calls(calls).await;
 
+        // The host's own attempt: its slots taken together, its store made
+        // once and reset for each next call.
         let started = Clock::now();
-        let mut slots = Vec::new();
-        let mut store: Option<wasmtime::Store<CallState>> = None;
+        let mut attempt = Attempt::new(calls as usize);
+        attempt
+            .take_slots(runtime, Instant::now() + call.budget)
+            .await
+            .expect("free instance slots");
         for _ in 0..calls {
-            slots.push(runtime.instance_slot().await);
-            let store = match &mut store {
-                Some(store) => {
-                    plugin
-                        .compiled
-                        .reset_store(store, subject.state(), limits.fuel)
-                        .expect("fuel");
-                    store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
-                    store
-                }
-                None => store.insert(subject.new_store()),
-            };
+            let store = attempt
+                .store_for(&plugin.compiled, subject.state(), limits.fuel)
+                .expect("a store");
+            store.set_hostcall_fuel(hostcall_data_limit(limits.output_bytes));
             call_once(plugin, handler, store, &args.values).await;
         }
-        drop(store);
-        drop(slots);
+        drop(attempt);
         shared += started.elapsed();
     }
     let per_call = |total: std::time::Duration| total / (rounds * calls);
